@@ -1,0 +1,84 @@
+"""Throughput on this machine: images/s of rendering, the input pipeline and training.
+
+    python benchmarks/throughput.py                      # everything
+    python benchmarks/throughput.py --only=render,pipeline,beta_vae
+
+Each figure is the median over --windows timed windows after one warm-up window.
+"""
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import data  # noqa: E402
+import vae  # noqa: E402
+
+flags.DEFINE_list("only", ["render", "pipeline", "beta_vae", "factor_vae"], "What to time.")
+flags.DEFINE_string("dataset", "sprites", "Dataset for the pipeline and training figures.")
+flags.DEFINE_integer("batch_size", 64, "Batch size.")
+flags.DEFINE_integer("steps", 50, "Training steps per timed window.")
+flags.DEFINE_integer("windows", 5, "Timed windows (after one warm-up).")
+FLAGS = flags.FLAGS
+
+
+def median_rate(run_window, images_per_window):
+    """Images/s: the median of --windows timed calls of run_window, after a warm-up."""
+    run_window()
+    times = []
+    for _ in range(FLAGS.windows):
+        start = time.perf_counter()
+        run_window()
+        times.append(time.perf_counter() - start)
+    return images_per_window / statistics.median(times)
+
+
+def render_rate():
+    """Render the whole 737,280-image factor grid once, in chunks."""
+    gt = data.ground_truth_data("sprites")
+    grid = np.stack(np.unravel_index(np.arange(np.prod(gt.factor_sizes)), gt.factor_sizes), 1)
+    start = time.perf_counter()
+    for chunk in np.array_split(grid, 12):
+        gt.sample_observations_from_factors(chunk, None)
+    return len(grid) / (time.perf_counter() - start)
+
+
+def pipeline_rate():
+    batches = iter(data.make_dataset(FLAGS.dataset, 64, FLAGS.batch_size))
+    window = 100
+    return median_rate(lambda: [next(batches) for _ in range(window)], window * FLAGS.batch_size)
+
+
+def training_rate(model_name):
+    dataset = data.make_dataset(FLAGS.dataset, 64, FLAGS.batch_size)
+    channels = data.num_channels(FLAGS.dataset)
+    encoder, decoder = vae.build_encoder(10, 64, channels), vae.build_decoder(10, 64, channels)
+    if model_name == "beta_vae":
+        model = vae.BetaVAE(encoder, decoder, beta=8.0)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4))
+    else:
+        model = vae.FactorVAE(encoder, decoder, vae.build_tc_discriminator(10), gamma=35.0)
+        model.compile(keras.optimizers.Adam(1e-4), vae.tc_optimizer())
+    fit = lambda: model.fit(dataset, epochs=1, steps_per_epoch=FLAGS.steps,  # noqa: E731
+                            verbose=0, shuffle=False)
+    return median_rate(fit, FLAGS.steps * FLAGS.batch_size)
+
+
+def main(argv):
+    del argv
+    timers = {"render": render_rate, "pipeline": pipeline_rate,
+              "beta_vae": lambda: training_rate("beta_vae"),
+              "factor_vae": lambda: training_rate("factor_vae")}
+    print(f"{os.cpu_count()} CPUs, batch {FLAGS.batch_size}, dataset {FLAGS.dataset}")
+    for name in FLAGS.only:
+        print(f"{name:>12}: {timers[name]():12,.0f} images/s", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
