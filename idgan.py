@@ -1,0 +1,318 @@
+"""ID-GAN stage 2: a GAN that renders the codes of a frozen disentangling encoder.
+
+Stage 1 (a beta-VAE or FactorVAE) gives an encoder q(c|x). Stage 2 trains a generator
+G(s), s = [z, c], with z ~ N(0, I) nuisance and c sampled from the aggregated posterior
+(encode a real batch, c = mu + exp(logvar / 2) * eps). The discriminator uses the
+non-saturating loss with an R1 penalty on real images; the generator adds
+distill_weight * NLL, the negative variational bound on I(c; G(s)) read off the frozen
+encoder (SPEC.md "Stage 2 objective"). Networks follow SPEC.md "Architectures" and the
+paper's tables A.3 - A.7; samples and checkpoints use an exponential moving average of G.
+"""
+
+import numpy as np
+import tensorflow as tf
+import keras
+from keras import layers, ops
+
+
+def _stages(res):
+    """Number of 2x resolution steps between 4 x 4 and res (SPEC "Architectures": n)."""
+    if res < 32 or res & (res - 1):
+        raise ValueError(f"res must be a power of two >= 32, got {res}.")
+    return int(np.log2(res // 4))
+
+
+def _code_inputs(c_dim, nuisance_dim):
+    """The generator's inputs z (nuisance) and c (code); either may be 0 wide."""
+    z = keras.Input((nuisance_dim,), name="z")
+    c = keras.Input((c_dim,), name="c")
+    return z, c, layers.Concatenate()([z, c])
+
+
+# Sprites networks (Table A.3): the VAE decoder / encoder shapes of Table A.2.
+
+
+def build_conv_generator(c_dim, nuisance_dim, res=64, channels=1):
+    """Table A.3 generator: [z, c] -> image in [-1, 1]."""
+    n = _stages(res)
+    z, c, h = _code_inputs(c_dim, nuisance_dim)
+    h = layers.Dense(256, activation="relu")(h)
+    h = layers.Dense(4 * 4 * 64, activation="relu")(h)
+    h = layers.Reshape((4, 4, 64))(h)
+    for width in [64] + [32] * (n - 2):
+        h = layers.Conv2DTranspose(width, 4, 2, "same", activation="relu")(h)
+    image = layers.Conv2DTranspose(channels, 4, 2, "same", activation="tanh")(h)
+    return keras.Model([z, c], image, name="conv_generator")
+
+
+def build_conv_discriminator(res=64, channels=1):
+    """Table A.3 discriminator: image in [-1, 1] -> one logit."""
+    n = _stages(res)
+    image = keras.Input((res, res, channels), name="image")
+    h = image
+    for width in [32] * (n - 2) + [64, 64]:
+        h = layers.Conv2D(width, 4, 2, "same", activation="relu")(h)
+    h = layers.Dense(256, activation="relu")(layers.Flatten()(h))
+    return keras.Model(image, layers.Dense(1)(h), name="conv_discriminator")
+
+
+# ResNet networks of Mescheder et al. 2018 (Tables A.4 - A.7; the authors' resnet3.py).
+
+
+def resnet_block(x, fout, name):
+    """Shortcut + 0.1 * Conv3x3(LReLU(Conv3x3(LReLU(x)))); 1x1 shortcut when widths differ."""
+    fin = x.shape[-1]
+    shortcut = x
+    if fin != fout:
+        shortcut = layers.Conv2D(fout, 1, use_bias=False, name=f"{name}_shortcut")(x)
+    dx = layers.LeakyReLU(0.2)(x)
+    dx = layers.Conv2D(min(fin, fout), 3, padding="same", name=f"{name}_conv0")(dx)
+    dx = layers.LeakyReLU(0.2)(dx)
+    dx = layers.Conv2D(fout, 3, padding="same", name=f"{name}_conv1")(dx)
+    return shortcut + 0.1 * dx
+
+
+def build_resnet_generator(c_dim, nuisance_dim, res, nf=64, nf_max=512, channels=3):
+    """Dense -> 4 x 4, n x (ResBlock, nearest upsample x2), ResBlock(nf), Conv3x3, tanh."""
+    n = _stages(res)
+    z, c, h = _code_inputs(c_dim, nuisance_dim)
+    nf0 = min(nf * 2**n, nf_max)
+    h = layers.Reshape((4, 4, nf0))(layers.Dense(4 * 4 * nf0)(h))
+    for i in range(n):
+        h = resnet_block(h, min(nf * 2 ** (n - i - 1), nf_max), f"block{i}")
+        h = layers.UpSampling2D(2)(h)
+    h = resnet_block(h, nf, f"block{n}")
+    h = layers.LeakyReLU(0.2)(h)
+    image = layers.Conv2D(channels, 3, padding="same", activation="tanh")(h)
+    return keras.Model([z, c], image, name="resnet_generator")
+
+
+def variational_bottleneck(h):
+    """VDB (Table A.7, SPEC "VDB"): sample the map from N(mean, std^2) and its KL to N(0, I).
+
+    The KL is summed over channels, averaged over locations: one value per example. Noise
+    is drawn only when training; at inference the sample is the mean.
+    """
+    width = h.shape[-1]
+    mean = layers.Conv2D(width, 1, name="vdb_mean")(h)
+    logstd = layers.Conv2D(width, 1, name="vdb_logstd")(h)
+    eps = layers.GaussianNoise(1.0)(ops.zeros_like(mean))
+    sample = mean + ops.exp(logstd) * eps
+    kl = ops.sum(-logstd + (ops.exp(2.0 * logstd) + ops.square(mean)) / 2.0, axis=-1)
+    return sample, ops.mean(kl - width / 2.0, axis=(1, 2))
+
+
+def build_resnet_discriminator(res, nf=64, nf_max=512, channels=3, vdb=False):
+    """Conv3x3, ResBlock(nf), n x (AvgPool 3x3 / 2, ResBlock), Dense -> logit.
+
+    With vdb=True the model returns [logit, kl_per_example].
+    """
+    n = _stages(res)
+    image = keras.Input((res, res, channels), name="image")
+    h = layers.Conv2D(nf, 3, padding="same")(image)
+    h = resnet_block(h, nf, "block0")
+    for i in range(n):
+        # torch AvgPool2d(3, stride=2, padding=1): zero padding counted in the mean.
+        h = layers.AveragePooling2D(3, 2)(layers.ZeroPadding2D(1)(h))
+        h = resnet_block(h, min(nf * 2 ** (i + 1), nf_max), f"block{i + 1}")
+    if vdb:
+        h, kl = variational_bottleneck(h)
+    logit = layers.Dense(1)(layers.LeakyReLU(0.2)(layers.Flatten()(h)))
+    return keras.Model(image, [logit, kl] if vdb else logit, name="resnet_discriminator")
+
+
+# The pieces of the stage-2 objective (SPEC.md "Stage 2 objective").
+
+
+def encoder_view(images, encoder_size):
+    """Images in [0, 1] resized to the encoder's (height, width): average pooling by an
+    integer factor (the authors' choice), bilinear otherwise."""
+    height, width = images.shape[1:3]
+    if (height, width) == tuple(encoder_size):
+        return images
+    if height % encoder_size[0] == 0 and width % encoder_size[1] == 0:
+        pool = (height // encoder_size[0], width // encoder_size[1])
+        return ops.average_pool(images, pool, strides=pool)
+    return tf.image.resize(images, encoder_size, "bilinear", antialias=True)
+
+
+def _logits(outputs):
+    """The discriminator's logit per example (a VDB discriminator also returns its KL)."""
+    logit = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+    return logit[:, 0]
+
+
+def r1_penalty(discriminator, images):
+    """The discriminator's outputs on `images` and the R1 penalty ||grad_x D(x)||^2 per example.
+
+    Call it inside the tape that differentiates the penalty (double backprop).
+    """
+    images = tf.convert_to_tensor(images)
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        outputs = discriminator(images, training=True)
+        logit_sum = ops.sum(_logits(outputs))
+    grads = tape.gradient(logit_sum, images)
+    return outputs, ops.sum(ops.square(grads), axis=(1, 2, 3))
+
+
+def gaussian_nll(c, stats):
+    """-log N(c; mu_hat, exp(logvar_hat)) per example; stats = concat([mu_hat, logvar_hat])."""
+    mu, logvar = ops.split(stats, 2, axis=-1)
+    terms = np.log(2.0 * np.pi) + logvar + ops.square(c - mu) * ops.exp(-logvar)
+    return 0.5 * ops.sum(terms, axis=-1)
+
+
+def _assign_synchronized(variables, values):
+    """Assigns values that are equal on every replica, from cross-replica context
+    (a MirroredVariable cannot be assigned safely in replica context)."""
+
+    def assign(strategy, values):
+        for variable, value in zip(variables, values):
+            strategy.extended.update(
+                variable.value, lambda v, x: v.assign(x), args=(value,), group=False
+            )
+
+    tf.distribute.get_replica_context().merge_call(assign, args=(values,))
+
+
+class IDGAN(keras.Model):
+    """Stage 2 of ID-GAN. `fit` it on real images in [0, 1] at the GAN's resolution.
+
+    encoder=None with c_dim=0 is the plain GAN baseline; distill_weight=0 is the paper's
+    "w/o distill" ablation. r1_weight multiplies ||grad||^2 with no 1/2 (the authors'
+    reg_param; gamma = 2 * r1_weight in Mescheder et al.'s notation). vdb_target switches
+    on the VDB dual update (the discriminator must then return [logit, kl]).
+    """
+
+    def __init__(self, generator, discriminator, encoder=None, *, nuisance_dim, c_dim,
+                 distill_weight=1e-4, r1_weight=10.0, ema_decay=0.999, vdb_target=None,
+                 vdb_beta=0.1, vdb_step=1e-5, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        z_shape, c_shape = (tuple(t.shape[1:]) for t in generator.inputs)
+        if (z_shape, c_shape) != ((nuisance_dim,), (c_dim,)):
+            raise ValueError(f"The generator takes z {z_shape} and c {c_shape}, "
+                             f"not ({nuisance_dim},) and ({c_dim},).")
+        if encoder is None and c_dim:
+            raise ValueError(f"c_dim={c_dim} needs an encoder (c_dim=0 is the plain GAN).")
+        if encoder is not None:
+            shape = encoder.output_shape
+            if not isinstance(shape, tuple) or shape[-1] != 2 * c_dim:
+                raise ValueError(f"The encoder must return one tensor of 2 * c_dim = "
+                                 f"{2 * c_dim} values (mu and logvar), not {shape}.")
+            if encoder.input_shape[-1] != generator.output_shape[-1]:
+                raise ValueError(f"The encoder takes {encoder.input_shape[-1]} channels "
+                                 f"but the generator makes {generator.output_shape[-1]}.")
+            encoder.trainable = False
+        if (vdb_target is not None) != isinstance(discriminator.output_shape, list):
+            raise ValueError("Pass vdb_target exactly when the discriminator is built "
+                             "with vdb=True (it then returns [logit, kl]).")
+        self.generator = generator
+        self.discriminator = discriminator
+        self.encoder = encoder
+        self.generator_ema = keras.models.clone_model(generator)
+        self.generator_ema.set_weights(generator.get_weights())
+        self.nuisance_dim = nuisance_dim
+        self.c_dim = c_dim
+        self.distill_weight = distill_weight
+        self.r1_weight = r1_weight
+        self.ema_decay = ema_decay
+        self.vdb_target = vdb_target
+        self.vdb_step = vdb_step
+        if vdb_target is not None:
+            self.vdb_beta = keras.Variable(vdb_beta, trainable=False, name="vdb_beta")
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        names = ["d_loss", "g_loss", "r1"]
+        names += ["distill_nll"] if encoder is not None else []
+        names += ["vdb_kl", "vdb_beta"] if vdb_target is not None else []
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        self.built = True  # every sub-model is built; there is no call() to trace
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def compile(self, g_optimizer, d_optimizer, **kwargs):
+        """Sets both optimizers (SPEC: RMSprop, rho 0.99, eps 1e-8) and builds them.
+
+        kwargs go to keras.Model.compile (e.g. jit_compile, steps_per_execution).
+        """
+        super().compile(optimizer=None, **kwargs)
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+        self.build_optimizers()
+
+    def build_optimizers(self):
+        """Creates the optimizers' slots, so load_weights restores them (it skips unbuilt ones)."""
+        self.g_optimizer.build(self.generator.trainable_variables)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    def _normal(self, shape):
+        """N(0, I) samples; the replica id is folded into the seed so replicas differ."""
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        seed = tf.cast(self.seed_generator.next(), "int32") + tf.stack([replica, 0])
+        return tf.random.stateless_normal(shape, seed)
+
+    def _encode(self, images):
+        """The frozen encoder's [mu, logvar] for images in [0, 1]."""
+        view = encoder_view(images, self.encoder.input_shape[1:3])
+        return self.encoder(view, training=False)
+
+    def train_step(self, data):
+        real, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        batch = ops.shape(real)[0]
+        values = {}
+
+        # c ~ q(c): encode the real batch and sample (SPEC "The two stages"); as in the
+        # authors' code both steps use this c, each with its own z.
+        c = ops.zeros((batch, 0))
+        if self.encoder is not None:
+            mu, logvar = ops.split(self._encode(real), 2, axis=-1)
+            c = mu + ops.exp(logvar / 2.0) * self._normal(ops.shape(mu))
+
+        # Discriminator step: non-saturating loss + r1 * ||grad_x D(x_real)||^2.
+        fake = self.generator([self._normal((batch, self.nuisance_dim)), c], training=True)
+        with tf.GradientTape() as tape:
+            real_outputs, r1 = r1_penalty(self.discriminator, real * 2.0 - 1.0)
+            fake_outputs = self.discriminator(fake, training=True)
+            adversarial = ops.softplus(-_logits(real_outputs)) + ops.softplus(
+                _logits(fake_outputs))
+            d_loss = adversarial + self.r1_weight * r1
+            if self.vdb_target is not None:  # beta * (KL_real + KL_fake) / 2
+                kl = (real_outputs[1] + fake_outputs[1]) / 2.0
+                d_loss += self.vdb_beta * kl
+            d_loss = tf.nn.compute_average_loss(d_loss)
+        weights = self.discriminator.trainable_weights
+        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, weights), weights))
+        values.update(d_loss=adversarial, r1=r1)
+
+        if self.vdb_target is not None:  # dual ascent: beta <- max(0, beta + step (KL - target))
+            mean_kl = tf.distribute.get_replica_context().all_reduce(
+                "sum", tf.nn.compute_average_loss(kl))
+            beta = ops.maximum(0.0, self.vdb_beta + self.vdb_step * (mean_kl - self.vdb_target))
+            _assign_synchronized([self.vdb_beta], [beta])
+            values.update(vdb_kl=kl, vdb_beta=self.vdb_beta)
+
+        # Generator step: softplus(-D(G(s))) + distill_weight * NLL(c | encoder(G(s))).
+        with tf.GradientTape() as tape:
+            fake = self.generator([self._normal((batch, self.nuisance_dim)), c],
+                                  training=True)
+            adversarial = ops.softplus(-_logits(self.discriminator(fake, training=True)))
+            g_loss = adversarial
+            if self.encoder is not None:
+                nll = gaussian_nll(c, self._encode((fake + 1.0) / 2.0))
+                g_loss += self.distill_weight * nll
+                values.update(distill_nll=nll)
+            g_loss = tf.nn.compute_average_loss(g_loss)
+        weights = self.generator.trainable_weights
+        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights))
+        values.update(g_loss=adversarial)
+
+        # Exponential moving average of the generator's weights (SPEC, decay 0.999).
+        ema, weights = self.generator_ema.weights, self.generator.weights
+        _assign_synchronized(
+            ema, [self.ema_decay * a + (1.0 - self.ema_decay) * w for a, w in zip(ema, weights)])
+
+        for name, value in values.items():
+            self.trackers[name].update_state(ops.mean(value))
+        return {name: tracker.result() for name, tracker in self.trackers.items()}

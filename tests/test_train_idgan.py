@@ -1,0 +1,119 @@
+"""train_idgan.py end to end from a stage-1 run at 64 px, and its one-line errors."""
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--batch_size=4", "--log_every=1", "--steps=2"]
+
+
+def run(script, *args, cwd=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd,
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("stage1") / "vae")
+    result = run("train_vae.py", "--c_dim=3", "--batch_size=8", "--steps=2", "--log_every=2",
+                 f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def run64(stage1, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("stage2") / "idgan64")
+    first = run("train_idgan.py", f"--vae={stage1}", *TINY, f"--out_dir={out}")
+    assert first.returncode == 0, first.stderr
+    again = run("train_idgan.py", f"--vae={stage1}", *TINY[:-1], "--steps=3", f"--out_dir={out}")
+    assert again.returncode == 0, again.stderr
+    assert "from step 2" in again.stdout
+    return out
+
+
+def read_png(path):
+    return tf.io.decode_png(tf.io.read_file(path)).numpy()
+
+
+def test_64px_run_writes_every_artifact(run64):
+    assert {"generator.keras", "checkpoint.weights.h5", "flags.json", "logs", "samples.png",
+            "traversals.png", "figure7.png", "figure6.png"} <= set(os.listdir(run64))
+    with open(os.path.join(run64, "flags.json")) as f:
+        config = json.load(f)
+    assert (config["dataset"], config["res"], config["arch"]) == ("sprites", 64, "conv")
+    assert (config["nuisance_dim"], config["distill_weight"], config["g_lr"]) == (0, 1e-4, 1e-3)
+    assert read_png(os.path.join(run64, "traversals.png")).shape[0] == 3 * 64  # a row per c_j
+    assert read_png(os.path.join(run64, "figure6.png")).shape[0] == 2 * 64
+
+
+def test_generator_loads_in_a_fresh_process_without_the_project(run64, tmp_path):
+    script = (
+        "import sys, numpy as np, keras\n"
+        f"g = keras.models.load_model({os.path.join(run64, 'generator.keras')!r})\n"
+        "assert not {'vae', 'data', 'idgan', 'train_vae'} & set(sys.modules)\n"
+        "x = np.asarray(g([np.zeros((2, 0)), np.zeros((2, 3))]))\n"
+        "assert x.shape == (2, 64, 64, 1) and -1 <= x.min() and x.max() <= 1, x.shape\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_256px_resnet_from_a_64px_encoder(stage1, tmp_path):
+    out = str(tmp_path / "idgan256")
+    result = run("train_idgan.py", f"--vae={stage1}", "--res=256", "--arch=resnet", "--nf=4",
+                 "--nf_max=8", "--batch_size=2", "--steps=1", "--log_every=1", f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr
+    generator = keras.models.load_model(os.path.join(out, "generator.keras"))
+    assert generator.output_shape == (None, 256, 256, 1)
+
+
+def test_plain_gan_baseline_runs_without_codes(stage1, tmp_path):
+    result = run("train_idgan.py", f"--vae={stage1}", "--nouse_codes", "--nuisance_dim=4", *TINY,
+                 f"--out_dir={tmp_path / 'gan'}")
+    assert result.returncode == 0, result.stderr
+    assert "distill_nll" not in result.stdout
+    generator = keras.models.load_model(tmp_path / "gan" / "generator.keras")
+    assert [tuple(i.shape[1:]) for i in generator.inputs] == [(4,), (0,)]
+
+
+@pytest.fixture(scope="module")
+def bad_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    odd = keras.Sequential([keras.Input((64, 64, 1)), keras.layers.Flatten(), keras.layers.Dense(5)])
+    odd.save(root / "odd.keras")
+    vector = keras.Sequential([keras.Input((10,)), keras.layers.Dense(6)])
+    vector.save(root / "vector.keras")
+    (root / "text.keras").write_text("not a model")
+    return root
+
+
+@pytest.mark.parametrize("args,expected", [
+    ([], "--vae is required"),
+    (["--vae={bad}/missing"], "neither a stage-1 run directory nor an encoder.keras file"),
+    (["--vae={bad}/text.keras", "--dataset=sprites"], "is not a loadable Keras model"),
+    (["--vae={bad}/vector.keras", "--dataset=sprites"], "is not an encoder"),
+    (["--vae={bad}/odd.keras", "--dataset=sprites"], "not 2 x c_dim"),
+    (["--vae={stage1}", "--dataset=color_sprites"], "the encoder takes 1 channels"),
+    (["--vae={stage1}", "--res=100"], "--res=100 must be a power of two"),
+    (["--vae={stage1}", "--res=32"], "below the encoder's input size 64"),
+    (["--vae={stage1}", "--distill_weight=-1"], "--distill_weight=-1.0 must not be negative"),
+    (["--vae={stage1}", "--g_lr=0"], "--g_lr=0.0 must be positive"),
+    (["--vae={stage1}", "--r1=-2"], "--r1=-2.0 must not be negative"),
+])
+def test_bad_input_gives_one_line(stage1, bad_models, tmp_path, args, expected):
+    args = [a.format(bad=bad_models, stage1=stage1) for a in args]
+    result = run("train_idgan.py", *args, *TINY, f"--out_dir={tmp_path / 'out'}")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("train_idgan.py: error: ") and expected in last, result.stderr
+    assert not os.path.exists(tmp_path / "out")
