@@ -22,12 +22,11 @@ import keras  # noqa: E402
 import data  # noqa: E402
 import idgan  # noqa: E402
 from train_vae import (  # noqa: E402
-    check_nonnegative, check_paths, check_positive, check_resolution, check_run_dir,
-    create_run_dir, fail, fit_resumable, flag_values, image_grid, load_dataset, make_strategy,
-    parse_flags, save_model, write_flags)
+    RESUMABLE, check_nonnegative, check_paths, check_positive, check_resolution,
+    check_run_dir, create_run_dir, define_evaluation_flags, evaluate, fail, fit_resumable,
+    flag_values, image_grid, load_dataset, make_strategy, parse_flags, save_model, write_flags)
 
 FLAGS = flags.FLAGS
-RESUMABLE = ("steps", "log_every", "overwrite")
 
 
 def define_flags():
@@ -54,6 +53,7 @@ def define_flags():
     flags.DEFINE_integer("seed", 0, "Random seed.")
     flags.DEFINE_string("out_dir", None, "Run directory (default: runs/idgan_<dataset>_<res>).")
     flags.DEFINE_bool("overwrite", False, "Replace a run made with different flags.")
+    define_evaluation_flags()
 
 
 def load_encoder(vae):
@@ -172,6 +172,10 @@ def main(argv):
     write_flags(run_dir, config)
     fit_resumable(model, dataset, config, run_dir, log_pictures,
                   steps_done=lambda: int(model.g_optimizer.iterations))
+    if config["evaluate"] and os.path.isfile(decoder_path):
+        evaluate(config["vae"], run_dir, num_samples=config["eval_samples"])
+    elif config["evaluate"]:
+        print("No evaluation: metrics.py needs --vae to be a stage-1 run directory.")
 
 
 # ---------------------------------------------------------------------------------------
@@ -179,19 +183,25 @@ def main(argv):
 
 
 def picture_inputs(encoder, c_dim, nuisance_dim, real, rng, columns=8):
-    codes = np.zeros((len(real), 0), "float32")
+    """Fixed inputs for the grids: posterior means of the real batch (`codes`), and
+    columns^2 samples of q(c) (`sampled_codes`) and of z."""
+    count = columns * columns
+    codes, sampled = np.zeros((len(real), 0), "float32"), np.zeros((count, 0), "float32")
     if c_dim:
-        codes = np.asarray(encoder(idgan.encoder_view(real, encoder.input_shape[1:3])))[:, :c_dim]
-    z = rng.standard_normal((columns * columns, nuisance_dim)).astype("float32")
-    return dict(codes=codes, z=z, columns=columns)
+        stats = np.asarray(encoder(idgan.encoder_view(real, encoder.input_shape[1:3])))
+        codes, logvar = stats[:, :c_dim], stats[:, c_dim:]
+        pick = np.arange(count) % len(real)
+        noise = rng.standard_normal((count, c_dim)).astype("float32")
+        sampled = codes[pick] + np.exp(logvar[pick] / 2) * noise
+    z = rng.standard_normal((count, nuisance_dim)).astype("float32")
+    return dict(codes=codes, sampled_codes=sampled, z=z, columns=columns)
 
 
-def draw_pictures(generator, decoder, codes, z, columns):
+def draw_pictures(generator, decoder, codes, sampled_codes, z, columns):
     """samples, traversals, figure7 and (with a stage-1 decoder) figure6 grids."""
     to_unit = lambda images: (np.asarray(images) + 1.0) / 2.0  # noqa: E731
     n, c_dim = codes.shape
-    sample_codes = codes[np.arange(columns * columns) % n]
-    pictures = {"samples": image_grid(to_unit(generator([z, sample_codes])), rows=columns)}
+    pictures = {"samples": image_grid(to_unit(generator([z, sampled_codes])), rows=columns)}
     if c_dim == 0:
         return pictures
     # Figure 7: row i shares c_i, column j shares z_j.

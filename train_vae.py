@@ -23,6 +23,7 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
 import data  # noqa: E402
+import metrics  # noqa: E402
 import vae  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -30,7 +31,8 @@ FLAGS = flags.FLAGS
 # Published settings (SPEC.md): per dataset family, the values a flag left unset takes.
 GROUND_TRUTH_DEFAULTS = dict(c_dim=10, beta=8.0, decoder="bernoulli", steps=300_000)
 NATURAL_DEFAULTS = dict(c_dim=20, beta=6.4, decoder="gaussian", steps=1_000_000)
-RESUMABLE = ("steps", "log_every", "overwrite")  # may change between runs of one directory
+# Flags that may change between runs of one directory.
+RESUMABLE = ("steps", "log_every", "overwrite", "evaluate", "eval_samples")
 
 
 def define_flags():
@@ -51,6 +53,16 @@ def define_flags():
     flags.DEFINE_integer("seed", 0, "Random seed.")
     flags.DEFINE_string("out_dir", None, "Run directory (default: runs/vae_<dataset>).")
     flags.DEFINE_bool("overwrite", False, "Replace a run made with different flags.")
+    define_evaluation_flags()
+
+
+def define_evaluation_flags():
+    """Flags both scripts share, registered as the running script's own (see flag_values)."""
+    flags.DEFINE_bool("evaluate", True, "Write metrics.json (metrics.py) when training ends.",
+                      module_name=sys.argv[0])
+    flags.DEFINE_integer("eval_samples", 50_000,
+                         "Samples for FID and L_I; also caps FVM / MIG sizes (metrics.py).",
+                         module_name=sys.argv[0])
 
 
 def resolved_flags():
@@ -108,6 +120,8 @@ def main(argv):
     write_flags(run_dir, config)
     fit_resumable(model, dataset, config, run_dir, log_pictures,
                   steps_done=lambda: int(model.optimizer.iterations))
+    if config["evaluate"]:
+        evaluate(run_dir, num_samples=config["eval_samples"])
 
 
 def traversal_grid(encoder, decoder, image, values=np.linspace(-2.5, 2.5, 10)):
@@ -291,6 +305,17 @@ class RunMonitor(keras.callbacks.Callback):
 
 def save_backup(model, run_dir):
     write_atomically(os.path.join(run_dir, "checkpoint.weights.h5"), model.save_weights)
+
+
+def evaluate(*runs, num_samples):
+    """metrics.evaluate on the finished run(s), printed; a failure is one line, not a crash."""
+    try:
+        results = metrics.evaluate(*runs, num_samples=num_samples)
+    except (OSError, ValueError, RuntimeError) as error:
+        fail(f"training finished but evaluation failed: {error}")
+    print("Metrics (metrics.json):")
+    for name, value in results.items():
+        print(f"  {name}: {value}")
 
 
 def fit_resumable(model, dataset, config, run_dir, log_pictures, steps_done):

@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py                      # everything
     python benchmarks/throughput.py --only=render,pipeline,beta_vae
+    python benchmarks/throughput.py --only=idgan_conv,idgan_resnet64 --gan_steps=3
 
 Each figure is the median over --windows timed windows after one warm-up window.
 """
@@ -18,12 +19,15 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
+import idgan  # noqa: E402
 import vae  # noqa: E402
 
-flags.DEFINE_list("only", ["render", "pipeline", "beta_vae", "factor_vae"], "What to time.")
+flags.DEFINE_list("only", ["render", "pipeline", "beta_vae", "factor_vae", "idgan_conv",
+                           "idgan_resnet64"], "What to time.")
 flags.DEFINE_string("dataset", "sprites", "Dataset for the pipeline and training figures.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("steps", 50, "Training steps per timed window.")
+flags.DEFINE_integer("gan_steps", 10, "Stage-2 training steps per timed window.")
 flags.DEFINE_integer("windows", 5, "Timed windows (after one warm-up).")
 FLAGS = flags.FLAGS
 
@@ -70,11 +74,34 @@ def training_rate(model_name):
     return median_rate(fit, FLAGS.steps * FLAGS.batch_size)
 
 
+def idgan_rate(arch):
+    """Stage 2 at 64 px: the sprites conv nets (c 10, no z) or the paper-width ResNets
+    (nf 64, nf_max 512, c 20, z 256, RGB), on a fresh stage-1 encoder."""
+    conv = arch == "conv"
+    dataset_name = "sprites" if conv else "color_sprites"
+    c_dim, nuisance_dim, channels = (10, 0, 1) if conv else (20, 256, 3)
+    dataset = data.make_dataset(dataset_name, 64, FLAGS.batch_size)
+    if conv:
+        nets = idgan.build_conv_generator(c_dim, 0), idgan.build_conv_discriminator()
+    else:
+        nets = (idgan.build_resnet_generator(c_dim, nuisance_dim, 64),
+                idgan.build_resnet_discriminator(64))
+    model = idgan.IDGAN(*nets, vae.build_encoder(c_dim, 64, channels),
+                        nuisance_dim=nuisance_dim, c_dim=c_dim)
+    rmsprop = lambda lr: keras.optimizers.RMSprop(lr, rho=0.99, epsilon=1e-8)  # noqa: E731
+    model.compile(rmsprop(1e-4), rmsprop(1e-4))
+    fit = lambda: model.fit(dataset, epochs=1, steps_per_epoch=FLAGS.gan_steps,  # noqa: E731
+                            verbose=0, shuffle=False)
+    return median_rate(fit, FLAGS.gan_steps * FLAGS.batch_size)
+
+
 def main(argv):
     del argv
     timers = {"render": render_rate, "pipeline": pipeline_rate,
               "beta_vae": lambda: training_rate("beta_vae"),
-              "factor_vae": lambda: training_rate("factor_vae")}
+              "factor_vae": lambda: training_rate("factor_vae"),
+              "idgan_conv": lambda: idgan_rate("conv"),
+              "idgan_resnet64": lambda: idgan_rate("resnet")}
     print(f"{os.cpu_count()} CPUs, batch {FLAGS.batch_size}, dataset {FLAGS.dataset}")
     for name in FLAGS.only:
         print(f"{name:>12}: {timers[name]():12,.0f} images/s", flush=True)

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
+import data
 import idgan
 
 RESOLUTIONS = [32, 64, 128, 256, 512, 1024]
@@ -312,16 +313,9 @@ def test_vdb_dual_update(two_replicas, target, distributed):
     np.testing.assert_allclose(history["vdb_beta"][0], expected, rtol=1e-5)
 
 
-def squares(n, res, rng):
-    """Sprites-like data: an 8 x 8 white square at a random position on black."""
-    x = np.zeros((n, res, res, 1), "float32")
-    for k, (i, j) in enumerate(rng.integers(0, res - 8 + 1, size=(n, 2))):
-        x[k, i:i + 8, j:j + 8] = 1.0
-    return x
-
-
 def position_encoder(res):
-    """A fixed encoder whose mu is the square's centre in [-1, 1] and logvar log(0.01)."""
+    """A fixed encoder whose mu is the sprite's first moments (its centre in [-1, 1] times
+    its area / 64) and logvar log(0.01)."""
     coord = (np.arange(res) + 0.5) / (res / 2) - 1.0
     kernel = np.zeros((res, res, 2), "float32")
     kernel[:, :, 0], kernel[:, :, 1] = coord[None, :] / 64, coord[:, None] / 64
@@ -334,14 +328,13 @@ def position_encoder(res):
 
 
 def test_sprites_distillation_lowers_nll():
-    res, data = 32, squares(1024, 32, np.random.default_rng(0))
-    nll = {}
+    res, nll = 32, {}
     for weight in [0.1, 0.0]:
         keras.utils.set_random_seed(1)
         model = idgan.IDGAN(idgan.build_conv_generator(2, 0, res), idgan.build_conv_discriminator(
             res), position_encoder(res), nuisance_dim=0, c_dim=2, distill_weight=weight, seed=2)
         model.compile(rmsprop(1e-3), rmsprop(1e-4))  # the dSprites learning rates
-        ds = tf.data.Dataset.from_tensor_slices(data).shuffle(1024, seed=0).repeat().batch(32)
+        ds = data.make_dataset("sprites", res, 32, seed=0)
         nll[weight] = model.fit(ds, epochs=4, steps_per_epoch=10, verbose=0).history[
             "distill_nll"]
     assert nll[0.1][-1] < nll[0.1][0] - 5.0

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--batch_size=4", "--log_every=1", "--steps=2"]
+TINY = ["--batch_size=4", "--log_every=1", "--steps=2", "--noevaluate"]
 
 
 def run(script, *args, cwd=None):
@@ -23,7 +23,7 @@ def run(script, *args, cwd=None):
 def stage1(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("stage1") / "vae")
     result = run("train_vae.py", "--c_dim=3", "--batch_size=8", "--steps=2", "--log_every=2",
-                 f"--out_dir={out}")
+                 "--noevaluate", f"--out_dir={out}")
     assert result.returncode == 0, result.stderr
     return out
 
@@ -33,10 +33,18 @@ def run64(stage1, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("stage2") / "idgan64")
     first = run("train_idgan.py", f"--vae={stage1}", *TINY, f"--out_dir={out}")
     assert first.returncode == 0, first.stderr
-    again = run("train_idgan.py", f"--vae={stage1}", *TINY[:-1], "--steps=3", f"--out_dir={out}")
+    again = run("train_idgan.py", f"--vae={stage1}", *TINY, "--steps=3", "--evaluate",
+                "--eval_samples=32", f"--out_dir={out}")
     assert again.returncode == 0, again.stderr
     assert "from step 2" in again.stdout
     return out
+
+
+def test_finished_run_is_evaluated_on_the_stage1_encoder(run64):
+    with open(os.path.join(run64, "metrics.json")) as f:
+        results = json.load(f)
+    assert results["fid_idgan"] > 0.0 and results["fid_vae"] > 0.0
+    assert np.isfinite(results["l_i"])
 
 
 def read_png(path):
@@ -70,7 +78,8 @@ def test_generator_loads_in_a_fresh_process_without_the_project(run64, tmp_path)
 def test_256px_resnet_from_a_64px_encoder(stage1, tmp_path):
     out = str(tmp_path / "idgan256")
     result = run("train_idgan.py", f"--vae={stage1}", "--res=256", "--arch=resnet", "--nf=4",
-                 "--nf_max=8", "--batch_size=2", "--steps=1", "--log_every=1", f"--out_dir={out}")
+                 "--nf_max=8", "--batch_size=2", "--steps=1", "--log_every=1", "--noevaluate",
+                 f"--out_dir={out}")
     assert result.returncode == 0, result.stderr
     generator = keras.models.load_model(os.path.join(out, "generator.keras"))
     assert generator.output_shape == (None, 256, 256, 1)

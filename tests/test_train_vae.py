@@ -12,7 +12,8 @@ import tensorflow as tf
 import vae
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--dataset=sprites", "--c_dim=3", "--batch_size=8", "--log_every=2", "--res=32"]
+TINY = ["--dataset=sprites", "--c_dim=3", "--batch_size=8", "--log_every=2", "--res=32",
+        "--noevaluate"]
 
 
 def train_vae(*args, cwd=None):
@@ -29,10 +30,18 @@ def run_dir(tmp_path_factory):
     assert first.returncode == 0, first.stderr
     with open(os.path.join(out, "flags.json")) as f:
         assert json.load(f)["steps"] == 4
-    second = train_vae(*TINY, "--steps=6", f"--out_dir={out}")
+    second = train_vae(*TINY, "--steps=6", "--evaluate", "--eval_samples=64", f"--out_dir={out}")
     assert second.returncode == 0, second.stderr
     assert "Resuming" in second.stdout and "from step 4" in second.stdout
     return out
+
+
+def test_finished_run_is_evaluated(run_dir):
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        results = json.load(f)
+    assert 0.0 <= results["factor_vae_score"]["eval_accuracy"] <= 1.0
+    assert 0.0 <= results["mig"] <= 1.0
+    assert results["fid_vae"] > 0.0
 
 
 def test_run_directory_holds_every_artifact(run_dir):

@@ -1,0 +1,364 @@
+"""Tests of metrics.py against closed forms, independent numpy/scipy code and invariances."""
+import json
+import os
+import subprocess
+import sys
+import types
+
+import keras
+import numpy as np
+import pytest
+import scipy.linalg
+import tensorflow as tf
+
+import metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class FactorsAsObservations:
+    """Toy ground truth whose 1 x 1 x k observations are the normalised factors."""
+
+    factor_names = ("a", "b", "c")
+    factor_sizes = (6, 5, 4)
+
+    def sample_factors(self, num, rng):
+        return np.stack([rng.integers(size, size=num) for size in self.factor_sizes], 1)
+
+    def sample_observations_from_factors(self, factors, rng):
+        scale = np.array(self.factor_sizes, np.float32) - 1
+        return (factors / scale).astype(np.float32).reshape(len(factors), 1, 1, -1)
+
+    def sample(self, num, rng):
+        factors = self.sample_factors(num, rng)
+        return factors, self.sample_observations_from_factors(factors, rng)
+
+
+class Squares(FactorsAsObservations):
+    """Toy ground truth: a square (side size/8) at (x, y) of one of 3 intensities on black."""
+
+    factor_names = ("x", "y", "intensity")
+    factor_sizes = (6, 6, 3)
+
+    def __init__(self, size=32):
+        self.size = size
+
+    def sample_observations_from_factors(self, factors, rng):
+        side = self.size // 8
+        images = np.zeros((len(factors), self.size, self.size, 1), np.float32)
+        rows = np.arange(len(factors))[:, None, None]
+        ys = (side * (factors[:, 1] + 1))[:, None, None] + np.arange(side)[None, :, None]
+        xs = (side * (factors[:, 0] + 1))[:, None, None] + np.arange(side)[None, None, :]
+        images[rows, ys, xs, 0] = ((factors[:, 2] + 1) / 3)[:, None, None]
+        return images
+
+
+class CoarseSprites(FactorsAsObservations):
+    """data.py's procedural sprites on a coarse grid (orientation 0), learnable in seconds."""
+
+    factor_names = ("shape", "scale", "pos_x", "pos_y")
+    factor_sizes = (3, 2, 4, 4)
+
+    def __init__(self):
+        self.sprites = pytest.importorskip("data").ground_truth_data("sprites")
+
+    def sample_observations_from_factors(self, factors, rng):
+        shape, scale, x, y = factors.T
+        full = np.stack([shape, 5 * scale, np.zeros_like(shape), 10 * x, 10 * y], 1)
+        return self.sprites.sample_observations_from_factors(full, rng)
+
+
+def factor_codes(observations, noise_rng, mixing=0.0):
+    """Codes copying the factors (plus `mixing` of the next factor) beside two noise dims."""
+    scale = np.array(FactorsAsObservations.factor_sizes) - 1
+    factors = observations.reshape(len(observations), -1) * scale
+    copies = factors + mixing * np.roll(factors, 1, axis=1)
+    return np.concatenate([copies, noise_rng.standard_normal((len(factors), 2))], axis=1)
+
+
+def scipy_frechet(mu1, sigma1, mu2, sigma2):
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2).real
+    return np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
+
+
+def random_covariance(rng, d):
+    a = rng.normal(size=(d, 2 * d))
+    return a @ a.T / (2 * d) + 0.05 * np.eye(d)
+
+
+# --- Frechet distance and feature statistics ------------------------------------------
+
+
+@pytest.mark.parametrize("d", [64, 512])
+def test_frechet_distance_matches_scipy_sqrtm(d):
+    rng = np.random.default_rng(d)
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    sigma1, sigma2 = random_covariance(rng, d), random_covariance(rng, d)
+    expected = scipy_frechet(mu1, sigma1, mu2, sigma2)
+    assert metrics.frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-6)
+    assert metrics.frechet_distance(mu2, sigma2, mu1, sigma1) == pytest.approx(expected, rel=1e-6)
+    assert abs(metrics.frechet_distance(mu1, sigma1, mu1, sigma1)) < 1e-8 * np.trace(sigma1)
+
+
+def test_frechet_distance_of_isotropic_gaussians():
+    d, rng = 32, np.random.default_rng(1)
+    m1, m2, s1, s2 = rng.normal(size=d), rng.normal(size=d), 0.7, 1.9
+    expected = np.sum((m1 - m2) ** 2) + d * (s1 - s2) ** 2
+    distance = metrics.frechet_distance(m1, s1**2 * np.eye(d), m2, s2**2 * np.eye(d))
+    assert distance == pytest.approx(expected, rel=1e-10)
+
+
+def test_feature_statistics_match_numpy_over_uneven_batches():
+    rng = np.random.default_rng(2)
+    features = 1000.0 + rng.normal(size=(60, 7)) @ rng.normal(size=(7, 7))  # large offset
+    batches = np.split(features, [1, 6, 6, 23, 57])  # sizes 1, 5, 0, 17, 34, 3
+    mu, sigma = metrics.feature_statistics(iter(batches))
+    np.testing.assert_allclose(mu, features.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(sigma, np.cov(features, rowvar=False), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("batches, message", [
+    ([np.ones((1, 3))], "at least 2 samples"),
+    ([np.zeros((0, 3))], "at least 2 samples"),
+    ([np.array([[0.0, np.nan], [1.0, 2.0]])], "NaN or infinite"),
+    ([np.array([[0.0, np.inf], [1.0, 2.0]])], "NaN or infinite"),
+    ([np.ones((3, 4)), np.ones((3, 5))], "mismatched dimensions"),
+    ([np.ones(3)], r"\(n, d\)"),
+])
+def test_feature_statistics_errors(batches, message):
+    with pytest.raises(ValueError, match=message):
+        metrics.feature_statistics(batches)
+
+
+def test_frechet_distance_rejects_mismatched_dimensions():
+    with pytest.raises(ValueError, match="of one d"):
+        metrics.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+    with pytest.raises(ValueError, match="of one d"):
+        metrics.frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(4))
+
+
+def test_fid_uses_first_num_samples_and_matches_scipy():
+    rng = np.random.default_rng(3)
+    real = rng.uniform(size=(50, 4, 4, 1)).astype(np.float32)
+    fake = rng.uniform(size=(45, 4, 4, 1)).astype(np.float32) ** 2
+    dataset = tf.data.Dataset.from_tensor_slices(real).batch(7)
+    position = [0]
+
+    def generate(n):
+        position[0] += n
+        return fake[position[0] - n:position[0]]
+
+    flatten = lambda images: np.reshape(images, (len(images), -1))  # noqa: E731
+    value = metrics.fid(dataset, generate, flatten, num_samples=40, batch_size=6)
+    r, f = flatten(real[:40]).astype(np.float64), flatten(fake[:40]).astype(np.float64)
+    expected = scipy_frechet(r.mean(0), np.cov(r, rowvar=False), f.mean(0), np.cov(f, rowvar=False))
+    assert position[0] == 40
+    assert value == pytest.approx(expected, rel=1e-6)
+
+
+# --- FactorVAE metric and MIG ------------------------------------------------------
+
+
+def reference_mig(codes, factors, num_bins):
+    """disentanglement_lib's MIG, pair by pair with np.unique counts."""
+    binned = np.stack([np.digitize(c, np.histogram(c, num_bins)[1][:-1]) for c in codes.T], 1)
+
+    def mutual_info(a, b):
+        _, joint = np.unique(np.stack([a, b], 1), axis=0, return_counts=True)
+        _, pa = np.unique(a, return_counts=True)
+        _, pb = np.unique(b, return_counts=True)
+        entropy = lambda counts: -np.sum(counts / len(a) * np.log(counts / len(a)))  # noqa: E731
+        return entropy(pa) + entropy(pb) - entropy(joint)
+
+    mi = np.array([[mutual_info(binned[:, i], factors[:, k]) for k in range(factors.shape[1])]
+                   for i in range(codes.shape[1])])
+    entropy = np.array([mutual_info(f, f) for f in factors.T])
+    top = np.sort(mi, axis=0)[::-1]
+    return np.mean((top[0] - top[1]) / entropy)
+
+
+def test_mig_matches_pairwise_reference():
+    rng = np.random.default_rng(4)
+    factors = FactorsAsObservations().sample_factors(3000, rng)
+    codes = np.concatenate([factors + rng.normal(size=factors.shape) * [0.3, 1.0, 3.0],
+                            rng.normal(size=(3000, 2))], axis=1)
+    expected = reference_mig(codes, factors, 20)
+    assert metrics.mig(codes, factors, 20) == pytest.approx(expected, abs=1e-12)
+
+
+def test_factor_copies_score_perfectly():
+    data = FactorsAsObservations()
+    noise = np.random.default_rng(5)
+    encode = lambda x: factor_codes(x, noise)  # noqa: E731
+    score = metrics.factor_vae_score(data, encode, np.random.default_rng(0), num_variance=2000,
+                                     batch_size=32, num_train=500, num_eval=300)
+    assert score == dict(train_accuracy=1.0, eval_accuracy=1.0, num_active_dims=5)
+    assert metrics.compute_mig(data, encode, np.random.default_rng(0), num_samples=5000) > 0.9
+
+
+def test_independent_codes_score_chance():
+    data = FactorsAsObservations()
+    noise = np.random.default_rng(6)
+    encode = lambda x: noise.standard_normal((len(x), 6))  # noqa: E731
+    score = metrics.factor_vae_score(data, encode, np.random.default_rng(1), num_variance=2000,
+                                     batch_size=32, num_train=600, num_eval=600)
+    assert abs(score["eval_accuracy"] - 1 / 3) < 0.12
+    assert metrics.compute_mig(data, encode, np.random.default_rng(1), num_samples=5000) < 0.05
+
+
+def test_scores_invariant_to_permuting_and_rescaling_code_dims():
+    data, permutation = FactorsAsObservations(), np.array([3, 0, 4, 2, 1])
+    scale = np.array([0.5, 2.0, 4.0, 0.25, 8.0])  # powers of two: rescaling is exact
+
+    def scores(transform):
+        noise = np.random.default_rng(7)
+        encode = lambda x: transform(factor_codes(x, noise, mixing=0.8))  # noqa: E731
+        fvm = metrics.factor_vae_score(data, encode, np.random.default_rng(2), num_variance=1000,
+                                       batch_size=16, num_train=300, num_eval=200)
+        return fvm, metrics.compute_mig(data, encode, np.random.default_rng(2), num_samples=3000)
+
+    plain = scores(lambda codes: codes)
+    assert 0.0 < plain[1] < 0.9 and plain[0]["train_accuracy"] < 1.0  # not trivially perfect
+    fvm, mig = scores(lambda codes: codes[:, permutation] * scale)
+    assert fvm == plain[0]
+    assert mig == pytest.approx(plain[1], rel=1e-12)  # equal up to summation order
+
+
+def test_mig_errors():
+    with pytest.raises(ValueError, match="at least two values"):
+        metrics.mig(np.random.default_rng(0).normal(size=(10, 3)), np.zeros((10, 2), int))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        metrics.mig(np.full((10, 3), np.nan), np.arange(20).reshape(10, 2))
+    with pytest.raises(ValueError, match="codes"):
+        metrics.mig(np.ones((10, 3)), np.ones((9, 2), int))
+
+
+# --- Feature extractors ----------------------------------------------------------
+
+
+def test_factor_classifier_learns_the_factors():
+    classifier, accuracy = metrics.train_factor_classifier(CoarseSprites(), steps=150,
+                                                           batch_size=64)
+    assert set(accuracy) == set(CoarseSprites.factor_names)
+    assert min(accuracy.values()) > 0.9, accuracy  # chance: 1/2 to 1/4
+    features_fn = metrics.classifier_features_fn(classifier)
+    images = Squares(128).sample(3, np.random.default_rng(0))[1]  # resized to 64 x 64
+    assert features_fn(images).shape == (3, 256)
+
+
+def test_load_or_train_saves_then_loads(tmp_path):
+    path = str(tmp_path / "classifier.keras")
+    trained = metrics.load_or_train_factor_classifier(path, Squares(), steps=2, batch_size=8)
+    assert os.listdir(tmp_path) == ["classifier.keras"]  # no temporary file left behind
+    loaded = metrics.load_or_train_factor_classifier(path, None)  # no data needed to load
+    images = Squares().sample(4, np.random.default_rng(0))[1]
+    np.testing.assert_allclose(metrics.classifier_features_fn(loaded)(images),
+                               metrics.classifier_features_fn(trained)(images), rtol=1e-6)
+
+
+def test_inception_features_shapes_for_gray_and_rgb():
+    features_fn = metrics.inception_features_fn(weights=None)
+    assert features_fn(np.random.default_rng(0).uniform(size=(2, 32, 32, 1))).shape == (2, 2048)
+    assert features_fn(np.random.default_rng(0).uniform(size=(1, 80, 80, 3))).shape == (1, 2048)
+
+
+def test_inception_weights_errors(monkeypatch, tmp_path):
+    missing = str(tmp_path / "inception.h5")
+    with pytest.raises(RuntimeError, match="inception.h5.*local"):
+        metrics.inception_features_fn(weights=missing)
+
+    def no_network(**kwargs):
+        raise Exception("URL fetch failure")
+
+    monkeypatch.setattr(keras.applications, "InceptionV3", no_network)
+    with pytest.raises(RuntimeError, match="'imagenet'.*local .h5"):
+        metrics.inception_features_fn()
+
+
+# --- L_I ---------------------------------------------------------------------
+
+
+def aligned_models(logvar, c_gain=0.1):
+    """G writes 0.1 c into 2x2-upsampled pixels; E reads mu = c back with a fixed logvar."""
+    z, c = keras.Input((3,)), keras.Input((2,))
+    dense = keras.layers.Dense(16, use_bias=False)
+    pixels = dense(keras.layers.Concatenate()([z, c]))
+    images = keras.layers.UpSampling2D(2)(keras.layers.Reshape((4, 4, 1))(pixels))
+    generator = keras.Model([z, c], images)
+    kernel = np.zeros((5, 16), np.float32)
+    kernel[3, 0], kernel[4, 1] = c_gain, c_gain
+    dense.set_weights([kernel])
+    x = keras.Input((4, 4, 1))
+    head = keras.layers.Dense(4)
+    encoder = keras.Model(x, head(keras.layers.Flatten()(x)))
+    kernel = np.zeros((16, 4), np.float32)
+    kernel[0, 0], kernel[1, 1] = 20.0, 20.0  # (0.5 + 0.05 c) * 20 - 10 = c
+    head.set_weights([kernel, np.array([-10, -10, logvar, logvar], np.float32)])
+    return generator, encoder
+
+
+def test_distill_lower_bound_closed_form():
+    real = np.random.default_rng(0).uniform(size=(40, 4, 4, 1)).astype(np.float32)
+    batches = tf.data.Dataset.from_tensor_slices(real).batch(10)
+    generator, encoder = aligned_models(logvar=0.3)
+    value = metrics.distill_lower_bound(generator, encoder, batches, num_samples=25)
+    assert value == pytest.approx(-0.5 * 2 * (np.log(2 * np.pi) + 0.3), abs=1e-4)
+    ignoring_c = aligned_models(logvar=0.3, c_gain=0.0)[0]
+    assert metrics.distill_lower_bound(ignoring_c, encoder, batches, num_samples=25) < value - 1
+
+
+# --- evaluate() and the command line -------------------------------------------------
+
+
+def fake_runs(tmp_path, monkeypatch, ground_truth):
+    """Tiny VAE (8 px) and ID-GAN (16 px) run directories, and a stand-in for data.py."""
+    def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None):
+        images = Squares(res).sample(64, np.random.default_rng(seed))[1]  # endless, as data.py's
+        return tf.data.Dataset.from_tensor_slices(images).repeat().batch(batch_size, True)
+
+    monkeypatch.setitem(sys.modules, "data", types.SimpleNamespace(
+        has_ground_truth=lambda name: ground_truth, make_dataset=make_dataset,
+        ground_truth_data=lambda name, **kwargs: Squares(8)))
+    vae, idgan = tmp_path / "vae", tmp_path / "idgan"
+    vae.mkdir(), idgan.mkdir()
+    (vae / "flags.json").write_text(json.dumps(dict(dataset="toy", res=8, c_dim=3, data_dir=None)))
+    (idgan / "flags.json").write_text(json.dumps(dict(dataset="toy", res=16, nuisance_dim=2)))
+    x = keras.Input((8, 8, 1))
+    keras.Model(x, keras.layers.Dense(6)(keras.layers.Flatten()(x))).save(vae / "encoder.keras")
+    c = keras.Input((3,))
+    image = keras.layers.Reshape((8, 8, 1))(keras.layers.Dense(64, activation="sigmoid")(c))
+    keras.Model(c, image).save(vae / "decoder.keras")
+    z = keras.Input((2,))
+    image = keras.layers.Dense(256, activation="tanh")(keras.layers.Concatenate()([z, c]))
+    keras.Model([z, c], keras.layers.Reshape((16, 16, 1))(image)).save(idgan / "generator.keras")
+    return vae, idgan
+
+
+def test_evaluate_ground_truth_runs(tmp_path, monkeypatch):
+    vae, idgan = fake_runs(tmp_path, monkeypatch, ground_truth=True)
+    results = metrics.evaluate(str(vae), str(idgan), num_samples=50, batch_size=20,
+                               classifier_steps=2)
+    assert json.loads((idgan / "metrics.json").read_text()) == results
+    assert (vae / "factor_classifier.keras").exists()
+    for key in ("mig", "fid_vae", "fid_idgan", "l_i"):
+        assert np.isfinite(results[key]), key
+    assert results["factor_vae_score"]["num_active_dims"] >= 1
+
+
+def test_evaluate_natural_images_uses_inception(tmp_path, monkeypatch):
+    vae, _ = fake_runs(tmp_path, monkeypatch, ground_truth=False)
+    results = metrics.evaluate(str(vae), num_samples=6, batch_size=3, inception_weights=None)
+    assert json.loads((vae / "metrics.json").read_text()) == results
+    assert "Inception" in results["fid_features"] and np.isfinite(results["fid_vae"])
+    assert "mig" not in results and "fid_idgan" not in results
+
+
+@pytest.mark.parametrize("arguments", [["--vae={run}"], [], ["--vae={run}", "--idgan={run}"]])
+def test_command_line_errors_are_one_line(tmp_path, arguments):
+    command = [sys.executable, "metrics.py"] + [a.format(run=tmp_path) for a in arguments]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("metrics.py: error:")]
+    assert len(errors) == 1, result.stderr
