@@ -305,8 +305,11 @@ def natural_images(name, res, data_dir, seed):
 # The one entry point for training.
 
 
-def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None):
-    """Endless, shuffled, batched, prefetched float32 images in [0, 1]: (B, res, res, C)."""
+def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None, start=0):
+    """Endless, shuffled, batched, prefetched float32 images in [0, 1]: (B, res, res, C).
+
+    The stream is a function of (seed, start): a run resumed at step `start` continues with
+    new batches (the sprites family's batch `start` onwards; a fresh shuffle otherwise)."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name}; choose from {', '.join(DATASETS)}")
     if data_dir is not None and not os.path.isdir(data_dir):
@@ -319,7 +322,7 @@ def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None):
             rng = np.random.default_rng([seed, int(index)])
             return gt.sample(batch_size, rng)[1]
 
-        batches = tf.data.Dataset.counter().map(
+        batches = tf.data.Dataset.counter(start).map(
             lambda i: tf.numpy_function(render_batch, [i], tf.float32, stateful=False),
             num_parallel_calls=tf.data.AUTOTUNE)
         batches = batches.map(lambda x: tf.ensure_shape(x, (batch_size, 64, 64, channels)))
@@ -327,7 +330,7 @@ def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None):
             method = "area" if res < 64 else "bilinear"
             batches = batches.map(lambda x: tf.image.resize(x, (res, res), method=method))
     else:
-        images = natural_images(name, res, data_dir, seed)
+        images = natural_images(name, res, data_dir, seed + start)
         batches = images.repeat().batch(batch_size, drop_remainder=True)
         batches = batches.map(lambda x: tf.ensure_shape(x, (batch_size, res, res, channels)))
     return batches.prefetch(tf.data.AUTOTUNE)

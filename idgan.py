@@ -222,6 +222,7 @@ class IDGAN(keras.Model):
         if vdb_target is not None:
             self.vdb_beta = keras.Variable(vdb_beta, trainable=False, name="vdb_beta")
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.noise_state = self.seed_generator.state  # tracked: backups resume the noise
         names = ["d_loss", "g_loss", "r1"]
         names += ["distill_nll"] if encoder is not None else []
         names += ["vdb_kl", "vdb_beta"] if vdb_target is not None else []
@@ -248,10 +249,14 @@ class IDGAN(keras.Model):
         self.d_optimizer.build(self.discriminator.trainable_variables)
 
     def _normal(self, shape):
-        """N(0, I) samples; the replica id is folded into the seed so replicas differ."""
-        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-        seed = tf.cast(self.seed_generator.next(), "int32") + tf.stack([replica, 0])
-        return tf.random.stateless_normal(shape, seed)
+        """N(0, I) for this replica's rows of the global batch: every replica draws the
+        global batch's noise and keeps its rows, so results do not depend on the replica
+        count (GPUs, workers)."""
+        context = tf.distribute.get_replica_context()
+        rows = shape[0]
+        noise = keras.random.normal((rows * context.num_replicas_in_sync, *shape[1:]),
+                                    seed=self.seed_generator)
+        return noise[context.replica_id_in_sync_group * rows:][:rows]
 
     def _encode(self, images):
         """The frozen encoder's [mu, logvar] for images in [0, 1]."""

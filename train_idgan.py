@@ -22,9 +22,10 @@ import keras  # noqa: E402
 import data  # noqa: E402
 import idgan  # noqa: E402
 from train_vae import (  # noqa: E402
-    RESUMABLE, check_nonnegative, check_paths, check_positive, check_resolution,
-    check_run_dir, create_run_dir, define_evaluation_flags, evaluate, fail, fit_resumable,
-    flag_values, image_grid, load_dataset, make_strategy, parse_flags, save_model, write_flags)
+    RESUMABLE, adapt_to_strategy, check_nonnegative, check_paths, check_positive, check_resolution,
+    check_run_dir, create_run_dir, define_shared_flags, evaluate, fail, fit_resumable,
+    flag_values, image_grid, is_chief, load_dataset, make_strategy, parse_flags, save_model,
+    write_flags)
 
 FLAGS = flags.FLAGS
 
@@ -53,7 +54,7 @@ def define_flags():
     flags.DEFINE_integer("seed", 0, "Random seed.")
     flags.DEFINE_string("out_dir", None, "Run directory (default: runs/idgan_<dataset>_<res>).")
     flags.DEFINE_bool("overwrite", False, "Replace a run made with different flags.")
-    define_evaluation_flags()
+    define_shared_flags()
 
 
 def load_encoder(vae):
@@ -111,7 +112,8 @@ def check_flags(config, encoder):
     check_resolution(config["res"])
     if config["res"] < encoder.input_shape[1]:
         fail(f"--res={config['res']} is below the encoder's input size {encoder.input_shape[1]}")
-    check_positive(config, "g_lr", "d_lr", "batch_size", "steps", "log_every", "nf", "nf_max")
+    check_positive(config, "g_lr", "d_lr", "batch_size", "steps", "log_every", "backup_every",
+                   "nf", "nf_max")
     check_nonnegative(config, "distill_weight", "r1", "nuisance_dim")
     if not 0 <= config["ema"] < 1:
         fail(f"--ema={config['ema']} must be in [0, 1)")
@@ -138,15 +140,15 @@ def main(argv):
     del argv
     if not FLAGS.vae:
         fail("--vae is required: a stage-1 run directory or an encoder.keras file")
-    strategy = make_strategy()
+    strategy = make_strategy(FLAGS.strategy)
     with strategy.scope():
         encoder, c_dim, stage1 = load_encoder(FLAGS.vae)
     config = resolved_flags(encoder, stage1)
     check_flags(config, encoder)
-    check_run_dir(config, RESUMABLE)
-    dataset = load_dataset(config, config["res"], strategy)
-    run_dir = create_run_dir(config)
-    real = np.asarray(next(iter(dataset))[:8])
+    check_run_dir(config, RESUMABLE, strategy)
+    dataset_from = lambda step: load_dataset(config, config["res"], strategy, step)  # noqa: E731
+    real = np.asarray(next(iter(dataset_from(0)))[:8])
+    run_dir = create_run_dir(config, strategy)
     c_dim = c_dim if config["use_codes"] else 0
     decoder_path = os.path.join(config["vae"], "decoder.keras")
     decoder = keras.models.load_model(decoder_path) if os.path.isfile(decoder_path) else None
@@ -162,6 +164,7 @@ def main(argv):
             seed=config["seed"])
         rmsprop = lambda lr: keras.optimizers.RMSprop(lr, rho=0.99, epsilon=1e-8)  # noqa: E731
         model.compile(rmsprop(config["g_lr"]), rmsprop(config["d_lr"]))
+    adapt_to_strategy(model, strategy)
     pictures = picture_inputs(encoder, c_dim, config["nuisance_dim"], real,
                               np.random.default_rng(config["seed"]))
 
@@ -169,12 +172,14 @@ def main(argv):
         save_model(model.generator_ema, os.path.join(run_dir, "generator.keras"))
         return draw_pictures(model.generator_ema, decoder, **pictures)
 
-    write_flags(run_dir, config)
-    fit_resumable(model, dataset, config, run_dir, log_pictures,
-                  steps_done=lambda: int(model.g_optimizer.iterations))
-    if config["evaluate"] and os.path.isfile(decoder_path):
+    write_flags(run_dir, config, strategy)
+    fit_resumable(model, dataset_from, config, run_dir, strategy, log_pictures,
+                  steps_done=lambda: int(model.g_optimizer.iterations.numpy()))
+    if not (config["evaluate"] and is_chief(strategy)):
+        return
+    if os.path.isfile(decoder_path):
         evaluate(config["vae"], run_dir, num_samples=config["eval_samples"])
-    elif config["evaluate"]:
+    else:
         print("No evaluation: metrics.py needs --vae to be a stage-1 run directory.")
 
 

@@ -32,7 +32,8 @@ FLAGS = flags.FLAGS
 GROUND_TRUTH_DEFAULTS = dict(c_dim=10, beta=8.0, decoder="bernoulli", steps=300_000)
 NATURAL_DEFAULTS = dict(c_dim=20, beta=6.4, decoder="gaussian", steps=1_000_000)
 # Flags that may change between runs of one directory.
-RESUMABLE = ("steps", "log_every", "overwrite", "evaluate", "eval_samples")
+RESUMABLE = ("steps", "log_every", "backup_every", "overwrite", "evaluate", "eval_samples",
+             "strategy")
 
 
 def define_flags():
@@ -53,16 +54,22 @@ def define_flags():
     flags.DEFINE_integer("seed", 0, "Random seed.")
     flags.DEFINE_string("out_dir", None, "Run directory (default: runs/vae_<dataset>).")
     flags.DEFINE_bool("overwrite", False, "Replace a run made with different flags.")
-    define_evaluation_flags()
+    define_shared_flags()
 
 
-def define_evaluation_flags():
+def define_shared_flags():
     """Flags both scripts share, registered as the running script's own (see flag_values)."""
+    main_module = dict(module_name=sys.argv[0])
+    flags.DEFINE_enum("strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker", "tpu"],
+                      "tf.distribute strategy; auto: mirrored over local GPUs, else default. "
+                      "multi_worker reads TF_CONFIG.", **main_module)
+    flags.DEFINE_integer("backup_every", 500, "Steps between backups of the training state.",
+                         **main_module)
     flags.DEFINE_bool("evaluate", True, "Write metrics.json (metrics.py) when training ends.",
-                      module_name=sys.argv[0])
+                      **main_module)
     flags.DEFINE_integer("eval_samples", 50_000,
                          "Samples for FID and L_I; also caps FVM / MIG sizes (metrics.py).",
-                         module_name=sys.argv[0])
+                         **main_module)
 
 
 def resolved_flags():
@@ -78,7 +85,7 @@ def resolved_flags():
 
 def check_flags(config):
     check_resolution(config["res"])
-    check_positive(config, "c_dim", "batch_size", "steps", "log_every", "lr")
+    check_positive(config, "c_dim", "batch_size", "steps", "log_every", "backup_every", "lr")
     check_nonnegative(config, "beta", "gamma")
     check_paths(config)
     if config["model"] == "factor_vae" and config["batch_size"] % 2:
@@ -89,12 +96,12 @@ def main(argv):
     del argv
     config = resolved_flags()
     check_flags(config)
-    check_run_dir(config, RESUMABLE)
-    strategy = make_strategy()
-    dataset = load_dataset(config, config["res"], strategy)
-    run_dir = create_run_dir(config)
+    strategy = make_strategy(config["strategy"])
+    check_run_dir(config, RESUMABLE, strategy)
+    dataset_from = lambda step: load_dataset(config, config["res"], strategy, step)  # noqa: E731
+    fixed_images = next(iter(dataset_from(0)))[:8]
+    run_dir = create_run_dir(config, strategy)
     channels = data.num_channels(config["dataset"])
-    fixed_images = next(iter(dataset))[:8]
 
     with strategy.scope():
         keras.utils.set_random_seed(config["seed"])
@@ -109,6 +116,7 @@ def main(argv):
             model.compile(keras.optimizers.Adam(config["lr"]), vae.tc_optimizer())
         model(fixed_images)
         model.build_optimizers()
+    adapt_to_strategy(model, strategy)
 
     def log_pictures(step):
         save_model(encoder, os.path.join(run_dir, "encoder.keras"))
@@ -117,10 +125,10 @@ def main(argv):
         return {"reconstructions": image_grid(reconstructions, rows=2),
                 "traversals": traversal_grid(encoder, decoder, fixed_images[:1])}
 
-    write_flags(run_dir, config)
-    fit_resumable(model, dataset, config, run_dir, log_pictures,
-                  steps_done=lambda: int(model.optimizer.iterations))
-    if config["evaluate"]:
+    write_flags(run_dir, config, strategy)
+    fit_resumable(model, dataset_from, config, run_dir, strategy, log_pictures,
+                  steps_done=lambda: int(model.optimizer.iterations.numpy()))
+    if config["evaluate"] and is_chief(strategy):
         evaluate(run_dir, num_samples=config["eval_samples"])
 
 
@@ -184,11 +192,11 @@ def check_paths(config):
 ARTIFACTS = ("flags.json", "checkpoint.weights.h5", "logs")
 
 
-def check_run_dir(config, resumable):
+def check_run_dir(config, resumable, strategy):
     """Refuse, before anything is written, a directory holding a run with other flags."""
     run_dir = config["out_dir"]
     flags_path = os.path.join(run_dir, "flags.json")
-    if config["overwrite"]:
+    if config["overwrite"] or not is_chief(strategy):
         return
     if os.path.exists(flags_path):
         with open(flags_path) as f:
@@ -202,9 +210,11 @@ def check_run_dir(config, resumable):
         fail(f"--out_dir {run_dir} is not empty and holds no run; pass --overwrite to use it")
 
 
-def create_run_dir(config):
+def create_run_dir(config, strategy):
     """Create the run directory (emptied of a previous run's artifacts with --overwrite)."""
     run_dir = config["out_dir"]
+    if not is_chief(strategy):  # other workers of a multi-worker run only read it
+        return run_dir
     try:
         os.makedirs(run_dir, exist_ok=True)
         probe = os.path.join(run_dir, ".write_test")
@@ -220,7 +230,10 @@ def create_run_dir(config):
     return run_dir
 
 
-def write_flags(run_dir, config):
+def write_flags(run_dir, config, strategy):
+    if not is_chief(strategy):
+        return
+
     def write(path):
         with open(path, "w") as f:
             json.dump(config, f, indent=2)
@@ -228,21 +241,50 @@ def write_flags(run_dir, config):
     write_atomically(os.path.join(run_dir, "flags.json"), write)
 
 
-def make_strategy():
-    """MirroredStrategy over all visible GPUs; the default strategy on a CPU machine."""
-    if tf.config.list_physical_devices("GPU"):
+def make_strategy(name):
+    """The tf.distribute strategy for --strategy. Every one divides losses by the global
+    batch in the models' train_steps, so results do not depend on the replica count."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if name == "multi_worker":  # TF_CONFIG names the workers; each runs the same command
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    if name == "mirrored" or gpus:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
 
 
-def load_dataset(config, res, strategy):
+def adapt_to_strategy(model, strategy):
+    """Keras 3's fit reduces train_step's outputs under MultiWorkerMirroredStrategy with
+    strategy.reduce(MEAN, axis=0), which fails on scalars: hand it 1-element vectors."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        train_step = model.train_step
+        model.train_step = lambda data: {
+            name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
+
+
+def is_chief(strategy):
+    """Whether this process writes the run directory (always, unless multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_id == 0)
+
+
+def load_dataset(config, res, strategy, start=0):
     batch_size = config["batch_size"]
     if batch_size % strategy.num_replicas_in_sync:
         fail(f"--batch_size={batch_size} must be a multiple of the "
              f"{strategy.num_replicas_in_sync} replicas")
     try:
         dataset = data.make_dataset(config["dataset"], res, batch_size, config.get("data_dir"),
-                                    config["seed"], config.get("painting"))
+                                    config["seed"], config.get("painting"), start)
         next(iter(dataset))
     except data.DataError as error:
         fail(str(error))
@@ -275,21 +317,31 @@ def save_model(model, path):
 
 
 class RunMonitor(keras.callbacks.Callback):
-    """Every epoch (--log_every steps): TensorBoard scalars and pictures, PNG grids and a
-    backup of the whole training state; stops training at exactly --steps."""
+    """Stops at exactly --steps or at the first non-finite loss; backs up the training state
+    every --backup_every steps; every epoch (--log_every steps) logs TensorBoard scalars and
+    pictures and refreshes the PNG grids. Only the chief worker writes."""
 
-    def __init__(self, run_dir, steps, log_pictures, steps_done):
+    def __init__(self, run_dir, config, log_pictures, steps_done, chief):
         super().__init__()
-        self.run_dir, self.steps = run_dir, steps
-        self.log_pictures, self.steps_done = log_pictures, steps_done
-        self.writer = tf.summary.create_file_writer(os.path.join(run_dir, "logs"))
+        self.run_dir, self.steps, self.backup_every = run_dir, config["steps"], config["backup_every"]
+        self.log_pictures, self.steps_done, self.chief = log_pictures, steps_done, chief
+        self.writer = tf.summary.create_file_writer(os.path.join(run_dir, "logs")) if chief else None
+        self.bad_step = None  # the step whose loss or weights were not finite
+        self.last_backup = None  # the step of the last backup this run wrote
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.steps_done() >= self.steps:
+        step = self.steps_done()
+        if not all(np.isfinite(float(value)) for value in (logs or {}).values()):
+            self.stop(step)
+        elif step % self.backup_every == 0:
+            self.backup(step)
+        if step >= self.steps:
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
         step = self.steps_done()
+        if self.bad_step is not None or not self.backup(step) or not self.chief:
+            return
         pictures = self.log_pictures(step)
         with self.writer.as_default(step=step):
             for name, value in (logs or {}).items():
@@ -300,11 +352,21 @@ class RunMonitor(keras.callbacks.Callback):
         for name, grid in pictures.items():
             write_atomically(os.path.join(self.run_dir, name + ".png"),
                              lambda path: tf.io.write_file(path, tf.io.encode_png(grid)))
-        save_backup(self.model, self.run_dir)
 
+    def backup(self, step):
+        """Write the whole training state atomically, unless a weight is no longer finite."""
+        if not all(np.isfinite(w).all() for w in self.model.get_weights()):
+            self.stop(step)
+            return False
+        if self.chief:
+            write_atomically(os.path.join(self.run_dir, "checkpoint.weights.h5"),
+                             self.model.save_weights)
+        self.last_backup = step
+        return True
 
-def save_backup(model, run_dir):
-    write_atomically(os.path.join(run_dir, "checkpoint.weights.h5"), model.save_weights)
+    def stop(self, step):
+        self.bad_step = self.bad_step or step
+        self.model.stop_training = True
 
 
 def evaluate(*runs, num_samples):
@@ -318,21 +380,36 @@ def evaluate(*runs, num_samples):
         print(f"  {name}: {value}")
 
 
-def fit_resumable(model, dataset, config, run_dir, log_pictures, steps_done):
-    """Train to --steps, resuming from the run's backup when there is one."""
+def fit_resumable(model, dataset_from, config, run_dir, strategy, log_pictures, steps_done):
+    """Train to --steps, resuming from the run's backup when there is one.
+
+    dataset_from(step) gives the data stream from a step on, so a resumed run sees new
+    batches. A non-finite loss stops the run with one line, keeping the last good backup.
+    """
     backup = os.path.join(run_dir, "checkpoint.weights.h5")
+    monitor = RunMonitor(run_dir, config, log_pictures, steps_done, is_chief(strategy))
     if os.path.exists(backup):
         model.load_weights(backup)
+        monitor.last_backup = steps_done()
         print(f"Resuming {run_dir} from step {steps_done()}.")
     steps, log_every = config["steps"], config["log_every"]
-    if steps_done() >= steps:
-        print(f"{run_dir} already has {steps_done()} of {steps} steps; nothing to do.")
-        return
-    monitor = RunMonitor(run_dir, steps, log_pictures, steps_done)
-    model.fit(dataset, epochs=math.ceil(steps / log_every), steps_per_epoch=log_every,
-              initial_epoch=steps_done() // log_every, callbacks=[monitor], shuffle=False,
-              verbose=1 if sys.stdout.isatty() else 2)
-    print(f"Done: {steps_done()} steps in {run_dir}.")
+    fit = dict(callbacks=[monitor], shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+    # Epochs are --log_every steps. A run restored mid-epoch first finishes that epoch in a
+    # short fit of its own (fit would otherwise run a whole epoch again).
+    epoch, into_epoch = divmod(steps_done(), log_every)
+    if into_epoch and steps_done() < steps:
+        model.fit(dataset_from(steps_done()), initial_epoch=epoch, epochs=epoch + 1,
+                  steps_per_epoch=log_every - into_epoch, **fit)
+        epoch += 1
+    if steps_done() < steps and monitor.bad_step is None:
+        model.fit(dataset_from(steps_done()), initial_epoch=epoch,
+                  epochs=math.ceil(steps / log_every), steps_per_epoch=log_every, **fit)
+    if monitor.bad_step is not None:
+        kept = (f"the last good backup, step {monitor.last_backup}, is kept in {backup}"
+                if monitor.last_backup else "no good backup was written")
+        fail(f"the loss or the weights became NaN or infinite at step {monitor.bad_step}; "
+             f"training stopped and {kept}")
+    print(f"Done: {steps_done()} of {steps} steps in {run_dir}.")
 
 
 if __name__ == "__main__":

@@ -82,9 +82,19 @@ def kl_divergence(mu, logvar):
     return 0.5 * ops.sum(ops.exp(logvar) + ops.square(mu) - 1.0 - logvar, axis=-1)
 
 
+def replica_normal(shape, seed):
+    """N(0, I) noise for this replica's rows of the global batch. Every replica draws the
+    whole global batch's noise and keeps its own rows, so an example's noise does not depend
+    on how many replicas (GPUs, workers) share the batch."""
+    context = tf.distribute.get_replica_context()
+    rows = shape[0]
+    noise = keras.random.normal((rows * context.num_replicas_in_sync, *shape[1:]), seed=seed)
+    return noise[context.replica_id_in_sync_group * rows:][:rows]
+
+
 def sample_codes(mu, logvar, seed):
     """The reparameterisation c = mu + exp(logvar / 2) * eps."""
-    return mu + ops.exp(0.5 * logvar) * keras.random.normal(ops.shape(mu), seed=seed)
+    return mu + ops.exp(0.5 * logvar) * replica_normal(ops.shape(mu), seed)
 
 
 def permute_dims(codes, seed):
@@ -106,6 +116,7 @@ class BetaVAE(keras.Model):
         self.beta = beta
         self.likelihood = likelihood
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.noise_state = self.seed_generator.state  # tracked: backups resume the noise
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")

@@ -1,0 +1,155 @@
+"""Surviving faults: SIGKILL and resume, the NaN guard, and seeded reproducibility."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import vae
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--res=32", "--c_dim=3", "--batch_size=8", "--noevaluate"]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def command(script, *args):
+    return [sys.executable, os.path.join(ROOT, script), *args]
+
+
+def run(script, *args):
+    return subprocess.run(command(script, *args), capture_output=True, text=True, env=ENV,
+                          timeout=300)
+
+
+def load_vae_checkpoint(path):
+    model = vae.BetaVAE(vae.build_encoder(3, 32, 1), vae.build_decoder(3, 32, 1))
+    model.compile(optimizer=keras.optimizers.Adam())
+    model(np.zeros((1, 32, 32, 1), "float32"))
+    model.build_optimizers()
+    model.load_weights(path)
+    return model
+
+
+def wait_for(path, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert process.poll() is None, "training ended before its first backup"
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.05)
+
+
+def test_sigkill_mid_run_then_the_same_command_resumes(tmp_path):
+    out = str(tmp_path / "run")
+    args = TINY + ["--steps=300", "--log_every=100", "--backup_every=5", f"--out_dir={out}"]
+    checkpoint = os.path.join(out, "checkpoint.weights.h5")
+    process = subprocess.Popen(command("train_vae.py", *args), env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(checkpoint, process)
+        time.sleep(0.5)  # let it train on past the backup, maybe into the next one
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    killed_at = int(load_vae_checkpoint(checkpoint).optimizer.iterations)
+    assert 0 < killed_at < 300 and killed_at % 5 == 0
+
+    result = run("train_vae.py", *args)
+    assert result.returncode == 0, result.stderr
+    resumed_from = int(re.search(r"Resuming .* from step (\d+)", result.stdout).group(1))
+    assert resumed_from >= killed_at
+    assert "Done: 300 of 300 steps" in result.stdout
+    assert int(load_vae_checkpoint(checkpoint).optimizer.iterations) == 300
+    for name in os.listdir(out):  # every artifact loads
+        path = os.path.join(out, name)
+        if name.endswith(".keras"):
+            keras.models.load_model(path)
+        elif name.endswith(".png"):
+            tf.io.decode_png(tf.io.read_file(path))
+        elif name.endswith(".json"):
+            with open(path) as f:
+                json.load(f)
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
+
+
+def test_nan_stops_training_and_keeps_the_last_good_backup(tmp_path):
+    out = str(tmp_path / "nan")
+    # Adam's first step moves every weight by ~lr: finite weights, then a NaN loss.
+    result = run("train_vae.py", *TINY, "--lr=1e12", "--steps=50", "--log_every=10",
+                 "--backup_every=1", f"--out_dir={out}")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    match = re.fullmatch(r"train_vae.py: error: the loss or the weights became NaN or infinite "
+                         r"at step (\d+); training stopped and the last good backup, step (\d+), "
+                         r"is kept in .*checkpoint.weights.h5", last)
+    assert match, last
+    bad, good = map(int, match.groups())
+    assert good < bad
+    model = load_vae_checkpoint(os.path.join(out, "checkpoint.weights.h5"))
+    assert int(model.optimizer.iterations) == good
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def epoch_losses(stdout):
+    """The per-epoch metric lines of Keras' progress output, without their timings."""
+    return [re.sub(r" - \d+m?s.*?/step", "", line) for line in stdout.splitlines()
+            if "loss" in line]
+
+
+@pytest.mark.parametrize("script,args", [
+    ("train_vae.py", TINY + ["--steps=20", "--log_every=10"]),
+    ("train_vae.py", TINY + ["--model=factor_vae", "--steps=10", "--log_every=5"]),
+])
+def test_the_same_seed_gives_the_same_losses(tmp_path, script, args):
+    runs = [run(script, *args, "--seed=3", f"--out_dir={tmp_path / str(i)}") for i in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    first, second = (epoch_losses(r.stdout) for r in runs)
+    assert len(first) == 2 and first == second
+    other = run(script, *args, "--seed=4", f"--out_dir={tmp_path / 'other'}")
+    assert epoch_losses(other.stdout) != first  # the seed matters
+
+
+def test_stage2_same_seed_same_losses(tmp_path):
+    stage1 = str(tmp_path / "vae")
+    assert run("train_vae.py", *TINY, "--steps=2", "--log_every=2", f"--out_dir={stage1}").returncode == 0
+    args = ["--batch_size=8", "--steps=6", "--log_every=3", "--noevaluate", f"--vae={stage1}"]
+    runs = [run("train_idgan.py", *args, f"--out_dir={tmp_path / str(i)}") for i in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    first, second = (epoch_losses(r.stdout) for r in runs)
+    assert len(first) == 2 and first == second
+
+
+@pytest.mark.parametrize("script", ["train_vae.py", "train_idgan.py"])
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, script):
+    """Weights, optimizers, the noise generator and the data stream all resume."""
+    args = TINY + ["--log_every=2", "--backup_every=2"]
+    if script == "train_idgan.py":
+        stage1 = str(tmp_path / "vae")
+        assert run("train_vae.py", *TINY, "--steps=2", f"--out_dir={stage1}").returncode == 0
+        args = ["--batch_size=8", "--noevaluate", "--log_every=2", "--backup_every=2",
+                f"--vae={stage1}"]
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    assert run(script, *args, "--steps=6", f"--out_dir={straight}").returncode == 0
+    assert run(script, *args, "--steps=3", f"--out_dir={resumed}").returncode == 0
+    assert run(script, *args, "--steps=6", f"--out_dir={resumed}").returncode == 0
+    one, two = (h5_values(os.path.join(d, "checkpoint.weights.h5")) for d in (straight, resumed))
+    assert one.keys() == two.keys()
+    for name in one:
+        np.testing.assert_array_equal(one[name], two[name], err_msg=name)
+
+
+def h5_values(path):
+    values = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda name, item: values.__setitem__(name, item[()])
+                     if isinstance(item, h5py.Dataset) else None)
+    return values
