@@ -50,7 +50,7 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 64, "Global batch size.")
     flags.DEFINE_float("lr", 1e-4, "Adam learning rate.")
     flags.DEFINE_integer("steps", None, "Training steps (default: 3e5 sprites, 1e6 natural).")
-    flags.DEFINE_integer("log_every", 1000, "Steps between logs, pictures and backups.")
+    flags.DEFINE_integer("log_every", 1000, "Steps between logs and pictures (an epoch).")
     flags.DEFINE_integer("seed", 0, "Random seed.")
     flags.DEFINE_string("out_dir", None, "Run directory (default: runs/vae_<dataset>).")
     flags.DEFINE_bool("overwrite", False, "Replace a run made with different flags.")

@@ -118,19 +118,10 @@ def test_the_same_seed_gives_the_same_losses(tmp_path, script, args):
     assert epoch_losses(other.stdout) != first  # the seed matters
 
 
-def test_stage2_same_seed_same_losses(tmp_path):
-    stage1 = str(tmp_path / "vae")
-    assert run("train_vae.py", *TINY, "--steps=2", "--log_every=2", f"--out_dir={stage1}").returncode == 0
-    args = ["--batch_size=8", "--steps=6", "--log_every=3", "--noevaluate", f"--vae={stage1}"]
-    runs = [run("train_idgan.py", *args, f"--out_dir={tmp_path / str(i)}") for i in range(2)]
-    assert all(r.returncode == 0 for r in runs), runs[0].stderr
-    first, second = (epoch_losses(r.stdout) for r in runs)
-    assert len(first) == 2 and first == second
-
-
 @pytest.mark.parametrize("script", ["train_vae.py", "train_idgan.py"])
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, script):
-    """Weights, optimizers, the noise generator and the data stream all resume."""
+    """Weights, optimizers, the noise generator and the data stream all resume. (Two
+    processes reaching the same bits also shows a seeded stage-2 run is reproducible.)"""
     args = TINY + ["--log_every=2", "--backup_every=2"]
     if script == "train_idgan.py":
         stage1 = str(tmp_path / "vae")
