@@ -94,6 +94,17 @@ def test_plain_gan_baseline_runs_without_codes(stage1, tmp_path):
     assert [tuple(i.shape[1:]) for i in generator.inputs] == [(4,), (0,)]
 
 
+def test_any_encoder_file_plugs_in(stage1, tmp_path):
+    """A bare encoder.keras (no stage-1 run around it) with --dataset: plug and play."""
+    encoder = tmp_path / "my_encoder.keras"
+    keras.models.load_model(os.path.join(stage1, "encoder.keras")).save(encoder)
+    result = run("train_idgan.py", f"--vae={encoder}", "--dataset=sprites", *TINY,
+                 f"--out_dir={tmp_path / 'plugged'}")
+    assert result.returncode == 0, result.stderr
+    assert "figure6.png" not in os.listdir(tmp_path / "plugged")  # no stage-1 decoder to show
+    assert "traversals.png" in os.listdir(tmp_path / "plugged")
+
+
 @pytest.fixture(scope="module")
 def bad_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
