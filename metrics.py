@@ -84,15 +84,13 @@ def inception_features_fn(weights="imagenet"):
     rank models as the paper's do but do not equal published values (SPEC.md "Metrics").
     `weights`: "imagenet" (downloaded once), a local .h5 / .weights.h5 file, or None.
     """
-    advice = ("download them where there is internet and pass the local .h5 / .weights.h5 file "
-              "(metrics.py: --inception_weights=PATH)")
-    if weights not in ("imagenet", None) and not os.path.exists(weights):
-        raise RuntimeError(f"InceptionV3 weights file {weights!r} does not exist; {advice}.")
     try:
         inception = keras.applications.InceptionV3(
             include_top=False, weights=weights, input_shape=(299, 299, 3), pooling="avg")
-    except Exception as error:  # no network, or a file that is not InceptionV3's weights
-        raise RuntimeError(f"cannot load InceptionV3 weights {weights!r}; {advice}.") from error
+    except Exception as error:  # no network, a missing file, or not InceptionV3's weights
+        raise RuntimeError(f"cannot load InceptionV3 weights {weights!r}; download them where "
+                           "there is internet and pass the local .h5 / .weights.h5 file "
+                           "(metrics.py: --inception_weights=PATH).") from error
 
     @tf.function(reduce_retracing=True)
     def features(images):
@@ -119,10 +117,8 @@ def build_factor_classifier(image_shape, factor_names, factor_sizes):
 
 
 def train_factor_classifier(ground_truth_data, steps=5000, batch_size=64, seed=0):
-    """Trains the classifier whose penultimate features define FID on ground-truth data.
-
-    Returns (model, {factor name: accuracy on 1024 fresh samples}).
-    """
+    """The classifier whose penultimate features define FID on ground-truth data, and
+    {factor name: its accuracy on 1024 fresh samples}."""
     rng = np.random.default_rng(seed)
     keras.utils.set_random_seed(seed)
     names = ground_truth_data.factor_names
@@ -152,18 +148,16 @@ def load_or_train_factor_classifier(path, ground_truth_data, steps=5000, batch_s
     return classifier
 
 
+def _resized(images, model):
+    """Images area-resized (average pooling, for whole factors) to a model's input size."""
+    images, size = tf.convert_to_tensor(images, tf.float32), tuple(model.input_shape[1:3])
+    return images if tuple(images.shape[1:3]) == size else tf.image.resize(images, size, "area")
+
+
 def classifier_features_fn(classifier):
     """Images in [0, 1] -> the classifier's penultimate ("features") activations."""
     features = keras.Model(classifier.inputs, classifier.get_layer("features").output)
-    size = tuple(classifier.input_shape[1:3])
-
-    def features_fn(images):
-        images = tf.convert_to_tensor(images, tf.float32)
-        if tuple(images.shape[1:3]) != size:
-            images = tf.image.resize(images, size, method="area")
-        return features(images, training=False).numpy()
-
-    return features_fn
+    return lambda images: features(_resized(images, classifier), training=False).numpy()
 
 
 # --- FID ----------------------------------------------------------------------------------
@@ -188,9 +182,8 @@ def generated_statistics(generate_fn, features_fn, num_samples, batch_size):
 
 def fid(real_dataset, generate_fn, features_fn, num_samples=50_000, batch_size=100):
     """FID of num_samples real images (fewer if the dataset is shorter) and generated ones."""
-    real = real_statistics(real_dataset, features_fn, num_samples)
-    return frechet_distance(*real, *generated_statistics(generate_fn, features_fn, num_samples,
-                                                         batch_size))
+    fake = generated_statistics(generate_fn, features_fn, num_samples, batch_size)
+    return frechet_distance(*real_statistics(real_dataset, features_fn, num_samples), *fake)
 
 
 # --- FactorVAE metric (Kim & Mnih 2018) and MIG (Chen et al. 2018), disentanglement_lib's way
@@ -223,10 +216,9 @@ def factor_vae_score(ground_truth_data, encode_fn, rng, num_variance=10_000, bat
         for start in range(0, num_votes, votes_per_chunk):
             n = min(votes_per_chunk, num_votes - start)
             fixed = rng.integers(num_factors, size=n)
-            factors = np.array(ground_truth_data.sample_factors(n * batch_size, rng))
-            factors = factors.reshape(n, batch_size, num_factors)
-            rows = np.arange(n)
-            factors[rows, :, fixed] = factors[rows, 0, fixed][:, None]  # factor k fixed per vote
+            factors = ground_truth_data.sample_factors(n * batch_size, rng).reshape(
+                n, batch_size, num_factors)
+            factors[np.arange(n), :, fixed] = factors[np.arange(n), 0, fixed][:, None]  # fix k
             observations = ground_truth_data.sample_observations_from_factors(
                 factors.reshape(n * batch_size, num_factors), rng)
             codes = np.asarray(encode_fn(observations), np.float64).reshape(n, batch_size, -1)
@@ -293,8 +285,10 @@ def compute_mig(ground_truth_data, encode_fn, rng, num_samples=10_000, num_bins=
 
 # --- L_I: the stage-2 lower bound of I(c; G(s)) on fresh samples (paper Eq. 7, Table 3) ---
 def _posterior(encoder, images):
-    """(mu, logvar) as float64 arrays; the encoder returns concat([mu, logvar])."""
-    return np.split(np.asarray(encoder(images, training=False), np.float64), 2, axis=-1)
+    """(mu, logvar) as float64 arrays; the encoder returns concat([mu, logvar]) and sees the
+    images average-pooled to its input size, as in stage-2 training."""
+    stats = encoder(_resized(images, encoder), training=False)
+    return np.split(np.asarray(stats, np.float64), 2, axis=-1)
 
 
 def _sample_code(encoder, images, rng):
@@ -313,18 +307,14 @@ def _generate(generator, c, rng):
 def distill_lower_bound(generator, encoder, real_batches, num_samples=10_000, seed=0):
     """L_I = -E[NLL of c under Encoder(G(z, c))]; higher means G(s) keeps more of c.
 
-    c ~ q(c|x) on `real_batches` (images in [0, 1] at the encoder's resolution), z ~ N(0, I).
-    The encoder sees G's output in [0, 1], average-pooled to its input size as in stage-2
-    training (SPEC.md "Stage 2 objective").
+    c ~ q(c|x) on `real_batches` (images in [0, 1]), z ~ N(0, I); the encoder sees G's
+    output mapped to [0, 1] (SPEC.md "Stage 2 objective").
     """
     rng = np.random.default_rng(seed)
     total, count = 0.0, 0
     for real in real_batches:
         c = _sample_code(encoder, real[:num_samples - count], rng)
-        images = _generate(generator, c, rng)
-        if images.shape[1:3] != encoder.input_shape[1:3]:  # "area": average pooling
-            images = tf.image.resize(images, encoder.input_shape[1:3], method="area")
-        mu_hat, logvar_hat = _posterior(encoder, images)
+        mu_hat, logvar_hat = _posterior(encoder, _generate(generator, c, rng))
         nll = 0.5 * (np.log(2 * np.pi) + logvar_hat + (c - mu_hat) ** 2 / np.exp(logvar_hat))
         total, count = total + nll.sum(), count + len(c)
         if count >= num_samples:
@@ -350,14 +340,12 @@ def _load_run(run, names, keys):
 
 def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=None,
              classifier_path=None, classifier_steps=5000, inception_weights="imagenet", seed=0):
-    """FVM and MIG (ground-truth datasets), FIDs of VAE and ID-GAN samples, and L_I.
+    """FVM and MIG (ground-truth datasets), FIDs of VAE and ID-GAN samples, and L_I, written
+    to `out` (default: metrics.json in the ID-GAN run, else the VAE run).
 
-    num_samples is the FID and L_I sample count and also caps the other sizes (FVM votes
-    and variance samples, MIG samples, classifier steps), whose defaults are the paper's:
-    a small num_samples gives a quick, rough evaluation.
-    Writes the dict to `out` (default: metrics.json in the ID-GAN run, else the VAE run).
-    The factor classifier defining FID on ground-truth data is cached at classifier_path
-    (default VAE_RUN/factor_classifier.keras): share one path to compare runs' FIDs.
+    num_samples counts FID and L_I samples and caps the other sizes (FVM, MIG, classifier
+    steps; their defaults are the paper's). The factor classifier is cached at
+    classifier_path (default VAE_RUN/factor_classifier.keras): share one to compare runs.
     """
     vae_flags = _load_run(vae_run, ("encoder.keras", "decoder.keras"), ("dataset", "res", "c_dim"))
     name, vae_res = vae_flags["dataset"], vae_flags["res"]
@@ -365,8 +353,7 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=No
         idgan_flags = _load_run(idgan_run, ("generator.keras",), ("res",))
         if idgan_flags.get("dataset", name) != name:
             raise ValueError(f"{idgan_run} and {vae_run} were trained on different datasets")
-    # The project's datasets; all the functions above need nothing from the project.
-    data = importlib.import_module("data")
+    data = importlib.import_module("data")  # the project's datasets; nothing above needs it
     data_dir, painting = vae_flags.get("data_dir"), vae_flags.get("painting")
     rng = np.random.default_rng(seed)
     encoder = keras.models.load_model(os.path.join(vae_run, "encoder.keras"), compile=False)
@@ -379,9 +366,7 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=No
 
     if data.has_ground_truth(name):
         ground_truth = data.ground_truth_data(name, data_dir=data_dir, painting=painting)
-        size = tuple(encoder.input_shape[1:3])  # a VAE below 64 px sees area-resized sprites
-        encode = lambda images: _posterior(  # noqa: E731
-            encoder, images if images.shape[1:3] == size else tf.image.resize(images, size, "area"))[0]
+        encode = lambda images: _posterior(encoder, images)[0]  # noqa: E731
         cap = lambda default: min(default, num_samples)  # noqa: E731
         results["factor_vae_score"] = factor_vae_score(
             ground_truth, encode, rng, num_variance=cap(10_000), num_train=cap(10_000),
@@ -419,8 +404,10 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=No
         if uses_codes:
             results["l_i"] = distill_lower_bound(generator, encoder, posterior_images,
                                                  num_samples, seed)
-    with open(out or os.path.join(idgan_run or vae_run, "metrics.json"), "w") as f:
+    path = out or os.path.join(idgan_run or vae_run, "metrics.json")
+    with open(path + ".tmp", "w") as f:  # write, then rename: never a half-written file
         json.dump(results, f, indent=2)
+    os.replace(path + ".tmp", path)
     return results
 
 
