@@ -7,6 +7,7 @@ non-saturating loss with an R1 penalty on real images; the generator adds
 distill_weight * NLL, the negative variational bound on I(c; G(s)) read off the frozen
 encoder (SPEC.md "Stage 2 objective"). Networks follow SPEC.md "Architectures" and the
 paper's tables A.3 - A.7; samples and checkpoints use an exponential moving average of G.
+Output layers are float32, so a mixed-precision policy leaves every loss in float32.
 """
 
 import numpy as np
@@ -41,7 +42,7 @@ def build_conv_generator(c_dim, nuisance_dim, res=64, channels=1):
     h = layers.Reshape((4, 4, 64))(h)
     for width in [64] + [32] * (n - 2):
         h = layers.Conv2DTranspose(width, 4, 2, "same", activation="relu")(h)
-    image = layers.Conv2DTranspose(channels, 4, 2, "same", activation="tanh")(h)
+    image = layers.Conv2DTranspose(channels, 4, 2, "same", activation="tanh", dtype="float32")(h)
     return keras.Model([z, c], image, name="conv_generator")
 
 
@@ -53,7 +54,7 @@ def build_conv_discriminator(res=64, channels=1):
     for width in [32] * (n - 2) + [64, 64]:
         h = layers.Conv2D(width, 4, 2, "same", activation="relu")(h)
     h = layers.Dense(256, activation="relu")(layers.Flatten()(h))
-    return keras.Model(image, layers.Dense(1)(h), name="conv_discriminator")
+    return keras.Model(image, layers.Dense(1, dtype="float32")(h), name="conv_discriminator")
 
 
 # ResNet networks of Mescheder et al. 2018 (Tables A.4 - A.7; the authors' resnet3.py).
@@ -83,7 +84,7 @@ def build_resnet_generator(c_dim, nuisance_dim, res, nf=64, nf_max=512, channels
         h = layers.UpSampling2D(2)(h)
     h = resnet_block(h, nf, f"block{n}")
     h = layers.LeakyReLU(0.2)(h)
-    image = layers.Conv2D(channels, 3, padding="same", activation="tanh")(h)
+    image = layers.Conv2D(channels, 3, padding="same", activation="tanh", dtype="float32")(h)
     return keras.Model([z, c], image, name="resnet_generator")
 
 
@@ -94,8 +95,8 @@ def variational_bottleneck(h):
     is drawn only when training; at inference the sample is the mean.
     """
     width = h.shape[-1]
-    mean = layers.Conv2D(width, 1, name="vdb_mean")(h)
-    logstd = layers.Conv2D(width, 1, name="vdb_logstd")(h)
+    mean = layers.Conv2D(width, 1, name="vdb_mean", dtype="float32")(h)
+    logstd = layers.Conv2D(width, 1, name="vdb_logstd", dtype="float32")(h)
     eps = layers.GaussianNoise(1.0)(ops.zeros_like(mean))
     sample = mean + ops.exp(logstd) * eps
     kl = ops.sum(-logstd + (ops.exp(2.0 * logstd) + ops.square(mean)) / 2.0, axis=-1)
@@ -117,7 +118,7 @@ def build_resnet_discriminator(res, nf=64, nf_max=512, channels=3, vdb=False):
         h = resnet_block(h, min(nf * 2 ** (i + 1), nf_max), f"block{i + 1}")
     if vdb:
         h, kl = variational_bottleneck(h)
-    logit = layers.Dense(1)(layers.LeakyReLU(0.2)(layers.Flatten()(h)))
+    logit = layers.Dense(1, dtype="float32")(layers.LeakyReLU(0.2)(layers.Flatten()(h)))
     return keras.Model(image, [logit, kl] if vdb else logit, name="resnet_discriminator")
 
 

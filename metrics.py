@@ -129,11 +129,15 @@ def train_factor_classifier(ground_truth_data, steps=5000, batch_size=64, seed=0
     for _ in range(steps):
         factors, images = ground_truth_data.sample(batch_size, rng)
         classifier.train_on_batch(images, dict(zip(names, factors.T)))
-    factors, images = ground_truth_data.sample(1024, rng)
+    return classifier, factor_classifier_accuracy(classifier, ground_truth_data, rng)
+
+
+def factor_classifier_accuracy(classifier, ground_truth_data, rng, num_samples=1024):
+    """{factor name: accuracy on num_samples fresh samples}."""
+    factors, images = ground_truth_data.sample(num_samples, rng)
     predictions = classifier.predict(images, batch_size=256, verbose=0)
-    accuracy = {name: float(np.mean(np.argmax(predictions[name], -1) == factors[:, k]))
-                for k, name in enumerate(names)}
-    return classifier, accuracy
+    return {name: float(np.mean(np.argmax(predictions[name], -1) == factors[:, k]))
+            for k, name in enumerate(ground_truth_data.factor_names)}
 
 
 def load_or_train_factor_classifier(path, ground_truth_data, steps=5000, batch_size=64, seed=0):
@@ -339,13 +343,15 @@ def _load_run(run, names, keys):
 
 
 def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=None,
-             classifier_path=None, classifier_steps=5000, inception_weights="imagenet", seed=0):
+             classifier_path=None, classifier_steps=5000, inception_weights="imagenet", seed=0,
+             disentanglement=True):
     """FVM and MIG (ground-truth datasets), FIDs of VAE and ID-GAN samples, and L_I, written
     to `out` (default: metrics.json in the ID-GAN run, else the VAE run).
 
     num_samples counts FID and L_I samples and caps the other sizes (FVM, MIG, classifier
     steps; their defaults are the paper's). The factor classifier is cached at
     classifier_path (default VAE_RUN/factor_classifier.keras): share one to compare runs.
+    disentanglement=False skips FVM and MIG (when comparing generators on one encoder).
     """
     vae_flags = _load_run(vae_run, ("encoder.keras", "decoder.keras"), ("dataset", "res", "c_dim"))
     name, vae_res = vae_flags["dataset"], vae_flags["res"]
@@ -368,10 +374,11 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=No
         ground_truth = data.ground_truth_data(name, data_dir=data_dir, painting=painting)
         encode = lambda images: _posterior(encoder, images)[0]  # noqa: E731
         cap = lambda default: min(default, num_samples)  # noqa: E731
-        results["factor_vae_score"] = factor_vae_score(
-            ground_truth, encode, rng, num_variance=cap(10_000), num_train=cap(10_000),
-            num_eval=cap(5_000))
-        results["mig"] = compute_mig(ground_truth, encode, rng, num_samples=cap(10_000))
+        if disentanglement:
+            results["factor_vae_score"] = factor_vae_score(
+                ground_truth, encode, rng, num_variance=cap(10_000), num_train=cap(10_000),
+                num_eval=cap(5_000))
+            results["mig"] = compute_mig(ground_truth, encode, rng, num_samples=cap(10_000))
         classifier = load_or_train_factor_classifier(
             classifier_path or os.path.join(vae_run, "factor_classifier.keras"), ground_truth,
             steps=cap(classifier_steps), seed=seed)

@@ -22,10 +22,10 @@ import keras  # noqa: E402
 import data  # noqa: E402
 import idgan  # noqa: E402
 from train_vae import (  # noqa: E402
-    RESUMABLE, adapt_to_strategy, check_nonnegative, check_paths, check_positive, check_resolution,
-    check_run_dir, create_run_dir, define_shared_flags, evaluate, fail, fit_resumable,
-    flag_values, image_grid, is_chief, load_dataset, make_strategy, parse_flags, save_model,
-    write_flags)
+    RESUMABLE, adapt_to_strategy, check_jit_compile, check_nonnegative, check_paths,
+    check_positive, check_resolution, check_run_dir, create_run_dir, define_shared_flags,
+    evaluate, fail, fit_resumable, flag_values, image_grid, is_chief, load_dataset,
+    make_strategy, parse_flags, save_model, set_precision, write_flags)
 
 FLAGS = flags.FLAGS
 
@@ -145,6 +145,7 @@ def main(argv):
         encoder, c_dim, stage1 = load_encoder(FLAGS.vae)
     config = resolved_flags(encoder, stage1)
     check_flags(config, encoder)
+    check_jit_compile(config, strategy)
     check_run_dir(config, RESUMABLE, strategy)
     dataset_from = lambda step: load_dataset(config, config["res"], strategy, step)  # noqa: E731
     real = np.asarray(next(iter(dataset_from(0)))[:8])
@@ -153,6 +154,7 @@ def main(argv):
     decoder_path = os.path.join(config["vae"], "decoder.keras")
     decoder = keras.models.load_model(decoder_path) if os.path.isfile(decoder_path) else None
 
+    set_precision(config)
     with strategy.scope():
         keras.utils.set_random_seed(config["seed"])
         generator, discriminator = build_networks(config, c_dim, data.num_channels(config["dataset"]))
@@ -163,7 +165,8 @@ def main(argv):
             ema_decay=config["ema"], vdb_target=0.1 if config["vdb"] else None,
             seed=config["seed"])
         rmsprop = lambda lr: keras.optimizers.RMSprop(lr, rho=0.99, epsilon=1e-8)  # noqa: E731
-        model.compile(rmsprop(config["g_lr"]), rmsprop(config["d_lr"]))
+        model.compile(rmsprop(config["g_lr"]), rmsprop(config["d_lr"]),
+                      jit_compile=config["jit_compile"])
     adapt_to_strategy(model, strategy)
     pictures = picture_inputs(encoder, c_dim, config["nuisance_dim"], real,
                               np.random.default_rng(config["seed"]))

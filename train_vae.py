@@ -33,7 +33,7 @@ GROUND_TRUTH_DEFAULTS = dict(c_dim=10, beta=8.0, decoder="bernoulli", steps=300_
 NATURAL_DEFAULTS = dict(c_dim=20, beta=6.4, decoder="gaussian", steps=1_000_000)
 # Flags that may change between runs of one directory.
 RESUMABLE = ("steps", "log_every", "backup_every", "overwrite", "evaluate", "eval_samples",
-             "strategy")
+             "strategy", "jit_compile", "mixed_precision")
 
 
 def define_flags():
@@ -70,6 +70,11 @@ def define_shared_flags():
     flags.DEFINE_integer("eval_samples", 50_000,
                          "Samples for FID and L_I; also caps FVM / MIG sizes (metrics.py).",
                          **main_module)
+    flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (helps on GPUs).",
+                      **main_module)
+    flags.DEFINE_bool("mixed_precision", False,
+                      "bfloat16 compute, float32 weights and losses (helps on GPUs with bf16 "
+                      "tensor cores: A100, H100).", **main_module)
 
 
 def resolved_flags():
@@ -97,11 +102,13 @@ def main(argv):
     config = resolved_flags()
     check_flags(config)
     strategy = make_strategy(config["strategy"])
+    check_jit_compile(config, strategy)
     check_run_dir(config, RESUMABLE, strategy)
     dataset_from = lambda step: load_dataset(config, config["res"], strategy, step)  # noqa: E731
     fixed_images = next(iter(dataset_from(0)))[:8]
     run_dir = create_run_dir(config, strategy)
     channels = data.num_channels(config["dataset"])
+    set_precision(config)
 
     with strategy.scope():
         keras.utils.set_random_seed(config["seed"])
@@ -109,11 +116,13 @@ def main(argv):
         decoder = vae.build_decoder(config["c_dim"], config["res"], channels)
         if config["model"] == "beta_vae":
             model = vae.BetaVAE(encoder, decoder, config["beta"], config["decoder"], config["seed"])
-            model.compile(optimizer=keras.optimizers.Adam(config["lr"]))
+            model.compile(optimizer=keras.optimizers.Adam(config["lr"]),
+                          jit_compile=config["jit_compile"])
         else:
             model = vae.FactorVAE(encoder, decoder, vae.build_tc_discriminator(config["c_dim"]),
                                   config["gamma"], config["decoder"], config["seed"])
-            model.compile(keras.optimizers.Adam(config["lr"]), vae.tc_optimizer())
+            model.compile(keras.optimizers.Adam(config["lr"]), vae.tc_optimizer(),
+                          jit_compile=config["jit_compile"])
         model(fixed_images)
         model.build_optimizers()
     adapt_to_strategy(model, strategy)
@@ -257,6 +266,19 @@ def make_strategy(name):
     if name == "mirrored" or gpus:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def check_jit_compile(config, strategy):
+    """Keras 3 cannot XLA-compile a train step that runs on several replicas."""
+    if config["jit_compile"] and strategy.num_replicas_in_sync > 1:
+        fail(f"--jit_compile needs one device, not {strategy.num_replicas_in_sync} replicas: "
+             "add --strategy=one_device or drop --jit_compile")
+
+
+def set_precision(config):
+    """--mixed_precision: layers compute in bfloat16 (no loss scaling needed, unlike
+    float16); weights, the models' float32 output layers and the losses stay float32."""
+    keras.config.set_dtype_policy("mixed_bfloat16" if config["mixed_precision"] else "float32")
 
 
 def adapt_to_strategy(model, strategy):

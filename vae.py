@@ -13,7 +13,8 @@ from keras import layers, ops
 
 # ---------------------------------------------------------------------------------------
 # Networks (Table A.2). At 64 px: four 4x4 stride-2 convolutions (32, 32, 64, 64) down to
-# 4 x 4, then Dense 256. Other powers of two add or drop 64-wide stages.
+# 4 x 4, then Dense 256. Other powers of two add or drop 64-wide stages. Output layers are
+# float32 so that, under a mixed-precision policy, the losses are still computed in float32.
 
 
 def conv_widths(res):
@@ -28,7 +29,7 @@ def build_encoder(c_dim, res=64, channels=1):
     for width in conv_widths(res):
         x = layers.Conv2D(width, 4, strides=2, padding="same", activation="relu")(x)
     x = layers.Dense(256, activation="relu")(layers.Flatten()(x))
-    stats = layers.Dense(2 * c_dim, name="mu_logvar")(x)
+    stats = layers.Dense(2 * c_dim, name="mu_logvar", dtype="float32")(x)
     return keras.Model(images, stats, name="encoder")
 
 
@@ -40,7 +41,8 @@ def build_decoder(c_dim, res=64, channels=1):
     x = layers.Reshape((4, 4, 64))(x)
     for width in reversed(conv_widths(res)[:-1]):
         x = layers.Conv2DTranspose(width, 4, strides=2, padding="same", activation="relu")(x)
-    logits = layers.Conv2DTranspose(channels, 4, strides=2, padding="same", name="logits")(x)
+    logits = layers.Conv2DTranspose(channels, 4, strides=2, padding="same", name="logits",
+                                    dtype="float32")(x)
     return keras.Model(codes, logits, name="decoder")
 
 
@@ -50,12 +52,12 @@ def build_tc_discriminator(c_dim):
     x = codes
     for _ in range(6):
         x = layers.LeakyReLU(0.2)(layers.Dense(1000)(x))
-    return keras.Model(codes, layers.Dense(2)(x), name="tc_discriminator")
+    return keras.Model(codes, layers.Dense(2, dtype="float32")(x), name="tc_discriminator")
 
 
 def image_decoder(decoder):
     """The decoder as codes -> images in [0, 1], the form saved for stage 2 and metrics."""
-    return keras.Model(decoder.input, layers.Activation("sigmoid")(decoder.output),
+    return keras.Model(decoder.input, layers.Activation("sigmoid", dtype="float32")(decoder.output),
                        name="image_decoder")
 
 

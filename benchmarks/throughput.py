@@ -3,8 +3,10 @@
     python benchmarks/throughput.py                      # everything
     python benchmarks/throughput.py --only=render,pipeline,beta_vae
     python benchmarks/throughput.py --only=idgan_conv,idgan_resnet64 --gan_steps=3
+    python benchmarks/throughput.py --only=beta_vae --jit_compile --mixed_precision
 
-Each figure is the median over --windows timed windows after one warm-up window.
+Each figure is the median over --windows timed windows after one warm-up window (which
+also pays for tracing and, with --jit_compile, XLA compilation).
 """
 import os
 import statistics
@@ -29,6 +31,8 @@ flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("steps", 50, "Training steps per timed window.")
 flags.DEFINE_integer("gan_steps", 10, "Stage-2 training steps per timed window.")
 flags.DEFINE_integer("windows", 5, "Timed windows (after one warm-up).")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the train steps.")
+flags.DEFINE_bool("mixed_precision", False, "mixed_bfloat16 policy, as in the training scripts.")
 FLAGS = flags.FLAGS
 
 
@@ -65,10 +69,11 @@ def training_rate(model_name):
     encoder, decoder = vae.build_encoder(10, 64, channels), vae.build_decoder(10, 64, channels)
     if model_name == "beta_vae":
         model = vae.BetaVAE(encoder, decoder, beta=8.0)
-        model.compile(optimizer=keras.optimizers.Adam(1e-4))
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=FLAGS.jit_compile)
     else:
         model = vae.FactorVAE(encoder, decoder, vae.build_tc_discriminator(10), gamma=35.0)
-        model.compile(keras.optimizers.Adam(1e-4), vae.tc_optimizer())
+        model.compile(keras.optimizers.Adam(1e-4), vae.tc_optimizer(),
+                      jit_compile=FLAGS.jit_compile)
     fit = lambda: model.fit(dataset, epochs=1, steps_per_epoch=FLAGS.steps,  # noqa: E731
                             verbose=0, shuffle=False)
     return median_rate(fit, FLAGS.steps * FLAGS.batch_size)
@@ -89,7 +94,7 @@ def idgan_rate(arch):
     model = idgan.IDGAN(*nets, vae.build_encoder(c_dim, 64, channels),
                         nuisance_dim=nuisance_dim, c_dim=c_dim)
     rmsprop = lambda lr: keras.optimizers.RMSprop(lr, rho=0.99, epsilon=1e-8)  # noqa: E731
-    model.compile(rmsprop(1e-4), rmsprop(1e-4))
+    model.compile(rmsprop(1e-4), rmsprop(1e-4), jit_compile=FLAGS.jit_compile)
     fit = lambda: model.fit(dataset, epochs=1, steps_per_epoch=FLAGS.gan_steps,  # noqa: E731
                             verbose=0, shuffle=False)
     return median_rate(fit, FLAGS.gan_steps * FLAGS.batch_size)
@@ -102,7 +107,9 @@ def main(argv):
               "factor_vae": lambda: training_rate("factor_vae"),
               "idgan_conv": lambda: idgan_rate("conv"),
               "idgan_resnet64": lambda: idgan_rate("resnet")}
-    print(f"{os.cpu_count()} CPUs, batch {FLAGS.batch_size}, dataset {FLAGS.dataset}")
+    keras.config.set_dtype_policy("mixed_bfloat16" if FLAGS.mixed_precision else "float32")
+    print(f"{os.cpu_count()} CPUs, batch {FLAGS.batch_size}, dataset {FLAGS.dataset}, "
+          f"jit_compile {FLAGS.jit_compile}, mixed_precision {FLAGS.mixed_precision}")
     for name in FLAGS.only:
         print(f"{name:>12}: {timers[name]():12,.0f} images/s", flush=True)
 

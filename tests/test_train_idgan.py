@@ -87,7 +87,7 @@ def test_256px_resnet_from_a_64px_encoder(stage1, tmp_path):
 
 def test_plain_gan_baseline_runs_without_codes(stage1, tmp_path):
     result = run("train_idgan.py", f"--vae={stage1}", "--nouse_codes", "--nuisance_dim=4", *TINY,
-                 f"--out_dir={tmp_path / 'gan'}")
+                 "--mixed_precision", f"--out_dir={tmp_path / 'gan'}")
     assert result.returncode == 0, result.stderr
     assert "distill_nll" not in result.stdout
     generator = keras.models.load_model(tmp_path / "gan" / "generator.keras")

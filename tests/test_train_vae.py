@@ -74,10 +74,13 @@ def test_resumed_run_continued_the_step_counter(run_dir):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-def test_factor_vae_runs_end_to_end(tmp_path):
-    result = train_vae(*TINY, "--model=factor_vae", "--steps=2", f"--out_dir={tmp_path / 'f'}")
+def test_factor_vae_runs_end_to_end_with_xla_and_mixed_precision(tmp_path):
+    result = train_vae(*TINY, "--model=factor_vae", "--steps=2", "--jit_compile",
+                       "--mixed_precision", f"--out_dir={tmp_path / 'f'}")
     assert result.returncode == 0, result.stderr
-    assert os.path.exists(tmp_path / "f" / "encoder.keras")
+    encoder = keras.models.load_model(tmp_path / "f" / "encoder.keras")
+    assert encoder.layers[1].compute_dtype == "bfloat16"
+    assert encoder(np.zeros((1, 32, 32, 1), "float32")).dtype == "float32"
 
 
 def test_a_run_is_not_overwritten_by_other_flags(run_dir):
