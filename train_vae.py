@@ -73,8 +73,8 @@ def define_shared_flags():
     flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (helps on GPUs).",
                       **main_module)
     flags.DEFINE_bool("mixed_precision", False,
-                      "bfloat16 compute, float32 weights and losses (helps on GPUs with bf16 "
-                      "tensor cores: A100, H100).", **main_module)
+                      "bfloat16 compute, float32 weights and losses (helps on A100 / H100 GPUs "
+                      "and CPUs with AMX or AVX512-BF16).", **main_module)
 
 
 def resolved_flags():
