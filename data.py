@@ -9,7 +9,12 @@ sizes, sampling factors, and rendering observations from factors (SPEC.md "Data"
 """
 import dataclasses
 import functools
+import math
 import os
+import socket
+import threading
+import urllib.parse
+import urllib.request
 from typing import Callable
 
 import numpy as np
@@ -24,6 +29,12 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 class DataError(ValueError):
     """A dataset cannot be loaded as asked; the message says why in one line."""
+
+
+def first_line(error):
+    """The first line of an exception's message, or its type's name when it has none."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def has_ground_truth(name):
@@ -141,8 +152,8 @@ def scream_images(binary, rng, painting):
     """Background: a random 64 x 64 crop of the painting averaged with a random colour;
     sprite pixels take the inverted background colour."""
     n = len(binary)
-    top = rng.integers(0, painting.shape[0] - 64, n)
-    left = rng.integers(0, painting.shape[1] - 64, n)
+    top = rng.integers(0, painting.shape[0] - 64 + 1, n)  # every 64 x 64 window, edges too
+    left = rng.integers(0, painting.shape[1] - 64 + 1, n)
     windows = np.lib.stride_tricks.sliding_window_view(painting, (64, 64), axis=(0, 1))
     crops = windows[top, left].transpose(0, 2, 3, 1)  # (n, 64, 64, 3)
     background = (crops + rng.uniform(0.0, 1.0, (n, 1, 1, 3))) / 2.0
@@ -158,14 +169,119 @@ def procedural_painting(height=274, width=350):
     return ((np.stack(rgb, axis=-1) + 1.0) / 2.0).astype(np.float32)
 
 
+# disentanglement_lib and the authors' inputs.py shrink The Scream with PIL's
+# `thumbnail((350, 274))`: fit inside 350 x 274 (width x height), keep the aspect ratio,
+# never enlarge: a portrait painting (The Scream is one) keeps 274 rows and gets fewer columns.
+PAINTING_BOX = (350, 274)
+
+
+def thumbnail_size(width, height, box=PAINTING_BOX):
+    """(width, height) that PIL's Image.thumbnail(box) gives: shrunk to fit the box with the
+    aspect ratio kept; the shrunk side is the whole number, floor or ceiling of its exact
+    length, whose aspect ratio is closer to the original's (the floor on a tie)."""
+    if width <= box[0] and height <= box[1]:
+        return width, height
+    aspect = width / height
+
+    def closest(side, aspect_of):
+        whole = [n for n in (math.floor(side), math.ceil(side)) if n >= 1] or [1]
+        return min(whole, key=lambda n: abs(aspect_of(n) - aspect))
+
+    if box[0] / box[1] >= aspect:  # the height is the limit
+        return closest(box[1] * aspect, lambda w: w / box[1]), box[1]
+    return box[0], closest(box[0] / aspect, lambda h: box[0] / h)
+
+
 def load_painting(path):
-    """An RGB painting in [0, 1], resized to 274 x 350 as in disentanglement_lib."""
+    """An RGB painting in [0, 1], shrunk to fit 350 x 274 keeping its aspect (SPEC.md "Data")."""
+    if not tf.io.gfile.exists(path):
+        raise DataError(f"--painting {path} does not exist")
     try:
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    except (tf.errors.OpError, ValueError) as error:
-        raise DataError(f"--painting {path} is not a readable image ({error.message})") from None
-    image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, (274, 350), antialias=True)
+    except tf.errors.InvalidArgumentError:
+        raise DataError(f"--painting {path} is not a readable image "
+                        "(not a PNG, JPEG, GIF or BMP file)") from None
+    except tf.errors.OpError as error:  # a directory, no permission, ...
+        raise DataError(f"--painting {path} cannot be read ({type(error).__name__})") from None
+    height, width = image.shape[:2]
+    new_width, new_height = thumbnail_size(width, height)
+    if min(new_width, new_height) < 64:
+        raise DataError(f"--painting {path} is too small: {new_width} x {new_height} after "
+                        f"fitting into 350 x 274, and the backgrounds are 64 x 64 crops of it")
+    image = tf.cast(image, tf.float32) / 255.0
+    if (new_width, new_height) != (width, height):  # PIL's thumbnail resamples bicubic
+        image = tf.image.resize(image, (new_height, new_width), method="bicubic", antialias=True)
     return np.clip(image.numpy(), 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# TFDS: load a prepared dataset, or download it; when the download cannot start, say so in
+# seconds instead of after TFDS' retry back-off (minutes).
+
+DOWNLOAD_PROBE_SECONDS = 5.0
+
+
+def connect_address(url):
+    """(host, port) a download of `url` connects to first: the URL's, or its scheme's proxy."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname):
+        parts = urllib.parse.urlsplit(proxy if "//" in proxy else "//" + proxy)
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def unreachable_host(urls):
+    """Why a download from `urls` cannot start, in words, or None when every host answers.
+    The probe runs in a daemon thread with a deadline: a name lookup that hangs counts."""
+    timeout, outcome = DOWNLOAD_PROBE_SECONDS, {}
+
+    def probe():
+        for host, port in sorted({connect_address(url) for url in urls}):
+            outcome["reason"] = f"cannot connect to {host}:{port}: no answer within {timeout:g} s"
+            try:
+                socket.create_connection((host, port), timeout=timeout).close()
+            except OSError as error:
+                outcome["reason"] = f"cannot connect to {host}:{port}: {first_line(error)}"
+                return
+        outcome["reason"] = None
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome.get("reason", f"no answer within {timeout:g} s")
+
+
+def download_blocker(builder):
+    """Why TFDS cannot start to download and prepare `builder`, in words, or None."""
+    if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:  # celeb_a_hq: TFDS prepares it from files in here
+        manual_dir = os.path.join(builder.data_dir_root, "downloads", "manual")
+        if os.path.isdir(manual_dir) and os.listdir(manual_dir):
+            return None
+        return f"{builder.name} needs a manual download into {manual_dir}"
+    return unreachable_host(list(builder.url_infos or {}))
+
+
+def load_tfds(config, split, data_dir, seed, ways_in):
+    """Decoded examples of TFDS `config` (files in a seeded shuffled order), prepared in
+    data_dir (None: TFDS' default) or downloaded now. `ways_in` ends the error message."""
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(config, data_dir=data_dir)
+        if not builder.is_prepared():
+            blocker = download_blocker(builder)
+            if blocker:
+                raise DataError(f"TFDS has nothing prepared for {config} in "
+                                f"{builder.data_dir_root} and the download cannot start "
+                                f"({blocker}); pass {ways_in}")
+            builder.download_and_prepare()
+        return builder.as_dataset(split=split, shuffle_files=True,
+                                  read_config=tfds.ReadConfig(shuffle_seed=seed))
+    except DataError:
+        raise
+    except Exception as error:  # TFDS raises many types for a missing or broken download
+        raise DataError(f"cannot load TFDS {config} ({type(error).__name__}: "
+                        f"{first_line(error)[:160]}); pass {ways_in}") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -173,26 +289,36 @@ def load_painting(path):
 
 DSPRITES_NPZ = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 _FACTOR_STRIDES = np.cumprod((1,) + FACTOR_SIZES[:0:-1])[::-1]  # row-major index of factors
+TFDS_FACTORS = ("label_shape", "label_scale", "label_orientation", "label_x_position",
+                "label_y_position")
 
 
+@functools.lru_cache(maxsize=1)
 def load_dsprites_images(data_dir=None):
-    """All 737,280 binary images (uint8, (N, 64, 64)) in factor order."""
+    """All 737,280 binary images (read-only uint8, (N, 64, 64)) in factor order.
+
+    Loaded once per process (2.8 GiB): training and the evaluation after it share it."""
     npz = os.path.join(data_dir, DSPRITES_NPZ) if data_dir else None
     if npz and os.path.exists(npz):
-        with np.load(npz) as archive:
-            return archive["imgs"].astype(np.uint8)
-    import tensorflow_datasets as tfds
+        try:
+            with np.load(npz) as archive:
+                images = archive["imgs"] if "imgs" in archive.files else None
+        except Exception as error:  # numpy and zipfile raise many types for a broken file
+            raise DataError(f"{npz} is not a readable npz file ({first_line(error)})") from None
+        if images is None:
+            raise DataError(f"{npz} has no 'imgs' array (is it DeepMind's dSprites file?)")
+        images = np.asarray(images, dtype=np.uint8)  # uint8 already in DeepMind's file: no copy
+    else:
+        import tensorflow_datasets as tfds
 
-    try:
-        split = tfds.load("dsprites", split="train", data_dir=data_dir)
-    except Exception as error:  # TFDS raises many types for a missing download
-        raise DataError(f"cannot load TFDS dsprites ({type(error).__name__}); put "
-                        f"{DSPRITES_NPZ} in --data_dir") from None
-    images = np.zeros((int(np.prod(FACTOR_SIZES)), 64, 64), np.uint8)
-    keys = ["label_" + k for k in ("shape", "scale", "orientation", "x_position", "y_position")]
-    for batch in tfds.as_numpy(split.batch(4096)):
-        index = np.stack([batch[k] for k in keys], axis=1) @ _FACTOR_STRIDES
-        images[index] = batch["image"][..., 0]
+        split = load_tfds("dsprites", "train", data_dir, 0, ways_in=(
+            f"--data_dir= a folder holding {DSPRITES_NPZ}, or a prepared TFDS data_dir "
+            "(holding dsprites/...)"))
+        images = np.zeros((int(np.prod(FACTOR_SIZES)), 64, 64), np.uint8)
+        for batch in tfds.as_numpy(split.batch(4096)):
+            index = np.stack([batch[k] for k in TFDS_FACTORS], axis=1) @ _FACTOR_STRIDES
+            images[index] = batch["image"][..., 0]
+    images.flags.writeable = False
     return images
 
 
@@ -226,8 +352,14 @@ def ground_truth_data(name, data_dir=None, painting=None):
 # Natural images: TFDS where it has them, else a folder of images (--data_dir).
 
 TFDS_NAMES = {"celeba": "celeb_a", "celeba_hq": "celeb_a_hq", "cars": "cars196"}
-# The authors' centre crops before resizing (SPEC.md "Data"); elsewhere the central square.
+# The authors use every image (SPEC.md "Data"): CelebA's 202,599 are all three TFDS splits,
+# Cars' 16,185 both; TFDS' celeb_a_hq has only `train` (30,000).
+TFDS_SPLITS = {"celeba": "train+validation+test", "celeba_hq": "train", "cars": "train+test"}
+FOLDER_EXAMPLES = {"celeba": " such as img_align_celeba", "cars": " of cropped cars"}
+# The authors' centre crops before resizing (their data/preprocess.py; SPEC.md "Data").
+# Cars' whole bounding box is squashed to res x res, as theirs is; CelebA-HQ is square.
 CENTRE_CROP = {"celeba": 160, "chairs": 450}
+SHUFFLE_BUFFER_BYTES = 1 << 30
 
 
 def image_files(data_dir):
@@ -244,72 +376,102 @@ def image_files(data_dir):
     return images
 
 
-def crop_and_resize(image, res, crop):
-    """Central crop (at most `crop` pixels a side), then an antialiased Lanczos resize."""
-    shape = tf.shape(image)
-    size = tf.minimum(tf.minimum(shape[0], shape[1]), crop)
-    image = tf.image.crop_to_bounding_box(
-        image, (shape[0] - size) // 2, (shape[1] - size) // 2, size, size)
-    image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, (res, res),
-                            method="lanczos3", antialias=True)
+def preprocess(name, image, res):
+    """The authors' preprocessing (their data/preprocess.py): the central square, at most
+    CENTRE_CROP pixels a side (cars: the whole box, squashed); then an antialiased Lanczos
+    resize, as PIL's LANCZOS, to res x res in [0, 1]. Resized as uint8, to skip a float
+    copy of the original: resizing is linear, so the numbers are the same."""
+    if name != "cars":
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        size = tf.minimum(tf.minimum(height, width), CENTRE_CROP.get(name, 1 << 30))
+        image = tf.image.crop_to_bounding_box(
+            image, (height - size) // 2, (width - size) // 2, size, size)
+    image = tf.image.resize(image, (res, res), method="lanczos3", antialias=True) / 255.0
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
 def crop_to_box(example):
-    """Cars196: crop to the bounding box (normalised ymin, xmin, ymax, xmax)."""
-    image, box = example["image"], example["bbox"]
-    h, w = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
-    top, left = tf.cast(box[0] * h, tf.int32), tf.cast(box[1] * w, tf.int32)
-    height = tf.maximum(tf.cast((box[2] - box[0]) * h, tf.int32), 1)
-    width = tf.maximum(tf.cast((box[3] - box[1]) * w, tf.int32), 1)
-    return tf.image.crop_to_bounding_box(image, top, left, height, width)
+    """Cars196: the image inside its bounding box (normalised ymin, xmin, ymax, xmax)."""
+    image, size = example["image"], tf.cast(tf.shape(example["image"])[:2], tf.float32)
+    pixels = tf.cast(tf.round(example["bbox"] * tf.tile(size, [2])), tf.int32)
+    top, left, bottom, right = tf.unstack(pixels)
+    return tf.image.crop_to_bounding_box(
+        image, top, left, tf.maximum(bottom - top, 1), tf.maximum(right - left, 1))
+
+
+def shuffle_buffer_size(res, channels=3):
+    """Images in the shuffle buffer: up to 10,000, but no more than ~1 GiB of them at res."""
+    return max(1, min(10_000, SHUFFLE_BUFFER_BYTES // (res * res * channels * 4)))
+
+
+def tfds_images(name, res, data_dir, seed):
+    tfds_name = TFDS_NAMES[name]
+    config = f"{tfds_name}/{res}" if name == "celeba_hq" else tfds_name
+    examples = load_tfds(config, TFDS_SPLITS[name], data_dir, seed, ways_in=(
+        f"--data_dir= a prepared TFDS data_dir (holding {tfds_name}/...) or --data_dir= a "
+        f"folder of images{FOLDER_EXAMPLES.get(name, '')}"))
+    if name == "cars":  # SPEC.md: boxes under 64 px on a side are dropped
+        images = examples.map(crop_to_box).filter(
+            lambda image: tf.reduce_min(tf.shape(image)[:2]) >= 64)
+    else:
+        images = examples.map(lambda example: example["image"])
+    # Resize, then shuffle: the buffer holds training-size images, not decoded originals
+    # (10,000 CelebA-HQ images at 1024 px would be 31 GB).
+    images = images.map(lambda image: preprocess(name, image, res),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+    return images.shuffle(shuffle_buffer_size(res), seed=seed)
+
+
+def folder_images(name, res, data_dir, seed):
+    files = image_files(data_dir)
+    paths = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
+    decode = lambda p: tf.io.decode_image(  # noqa: E731
+        tf.io.read_file(p), channels=3, expand_animations=False)
+    images = paths.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    # A corrupt file is skipped with a logged warning, not fatal hours into a run.
+    return images.ignore_errors(log_warning=True).map(
+        lambda image: preprocess(name, image, res), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def natural_images(name, res, data_dir, seed):
-    """Unbatched images in [0, 1], shuffled each pass, unreadable files skipped."""
-    crop = CENTRE_CROP.get(name, 1 << 30)
+    """Unbatched images in [0, 1], shuffled each pass. data_dir is a TFDS data_dir when it
+    holds a `<tfds name>` folder, else a folder of images (for cars: cropped to their boxes)."""
     tfds_name = TFDS_NAMES.get(name)
-    use_folder = data_dir is not None and not (
-        tfds_name and os.path.isdir(os.path.join(data_dir, tfds_name.split("/")[0])))
-    if use_folder:
-        files = image_files(data_dir)
-        paths = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
-        decode = lambda p: tf.io.decode_image(  # noqa: E731
-            tf.io.read_file(p), channels=3, expand_animations=False)
-        images = paths.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-        # A corrupt file is skipped with a logged warning, not fatal hours into a run.
-        return images.ignore_errors(log_warning=True).map(
-            lambda im: crop_and_resize(im, res, crop), num_parallel_calls=tf.data.AUTOTUNE)
+    tfds_dir = data_dir is None or (tfds_name and os.path.isdir(os.path.join(data_dir, tfds_name)))
+    if not tfds_dir:
+        return folder_images(name, res, data_dir, seed)
     if tfds_name is None:
         raise DataError(f"dataset {name} is not in TFDS: pass --data_dir=<folder of images>")
-    import tensorflow_datasets as tfds
+    return tfds_images(name, res, data_dir, seed)
 
-    config = f"{tfds_name}/{res}" if name == "celeba_hq" else tfds_name
-    try:
-        split = tfds.load(config, split="train", data_dir=data_dir, shuffle_files=True,
-                          read_config=tfds.ReadConfig(shuffle_seed=seed))
-    except Exception as error:  # TFDS raises many types for a missing download
-        raise DataError(f"cannot load TFDS {config} ({type(error).__name__}: "
-                        f"{str(error).splitlines()[0][:120]}); pass --data_dir") from None
-    split = split.shuffle(10_000, seed=seed)
-    if name == "cars":  # SPEC.md: boxes under 64 px on a side are dropped
-        split = split.map(crop_to_box).filter(
-            lambda im: tf.reduce_min(tf.shape(im)[:2]) >= 64)
-    else:
-        split = split.map(lambda example: example["image"])
-    return split.map(lambda im: crop_and_resize(im, res, crop),
-                     num_parallel_calls=tf.data.AUTOTUNE)
+
+# ---------------------------------------------------------------------------------------
+# The GAN's input noise (SPEC.md "GAN input pipeline"; the authors' gan_training/inputs.py:
+# RandomHorizontalFlip, Normalize to [-1, 1], then x + U(0, 1) / 128). Our images are in
+# [0, 1] and the GAN maps them by x * 2 - 1, so the noise here is U(0, 1/256). Not clipped,
+# as theirs is not. Stateless ops keyed by (seed, start, element): a resumed run repeats.
+
+
+def augment_image(image, stream_key, index):
+    """Flip left-right with probability 1/2, then add dequantisation noise in [0, 1/256)."""
+    key = tf.random.experimental.stateless_fold_in(stream_key, index)
+    flip_key, noise_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+    image = tf.image.stateless_random_flip_left_right(image, flip_key)
+    return image + tf.random.stateless_uniform(tf.shape(image), noise_key, 0.0, 1.0 / 256)
 
 
 # ---------------------------------------------------------------------------------------
 # The one entry point for training.
 
 
-def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None, start=0):
+def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None, start=0,
+                 augment=False):
     """Endless, shuffled, batched, prefetched float32 images in [0, 1]: (B, res, res, C).
 
     The stream is a function of (seed, start): a run resumed at step `start` continues with
-    new batches (the sprites family's batch `start` onwards; a fresh shuffle otherwise)."""
+    new batches (the sprites family's batch `start` onwards; a fresh shuffle otherwise).
+    `augment` adds the GAN's flip and noise to natural images; the sprites family, fed
+    to the GAN as x * 2 - 1 by the authors, ignores it. Building decodes no image."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name}; choose from {', '.join(DATASETS)}")
     if data_dir is not None and not os.path.isdir(data_dir):
@@ -330,7 +492,12 @@ def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None, st
             method = "area" if res < 64 else "bilinear"
             batches = batches.map(lambda x: tf.image.resize(x, (res, res), method=method))
     else:
-        images = natural_images(name, res, data_dir, seed + start)
-        batches = images.repeat().batch(batch_size, drop_remainder=True)
+        images = natural_images(name, res, data_dir, seed + start).repeat()
+        if augment:  # keyed by (seed, start, index of the image in this stream)
+            stream_key = tf.constant([seed, start], tf.int64)
+            images = tf.data.Dataset.zip((images, tf.data.Dataset.counter())).map(
+                lambda image, i: augment_image(image, stream_key, i),
+                num_parallel_calls=tf.data.AUTOTUNE)
+        batches = images.batch(batch_size, drop_remainder=True)
         batches = batches.map(lambda x: tf.ensure_shape(x, (batch_size, res, res, channels)))
     return batches.prefetch(tf.data.AUTOTUNE)

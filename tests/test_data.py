@@ -1,4 +1,11 @@
 """data.py: the sprites renderer, its variants, TFDS loading (mocked) and image folders."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import tracemalloc
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -112,6 +119,49 @@ def test_scream_variant_inverts_the_painting_under_the_sprite(tmp_path, capsys):
     assert "procedural texture" in capsys.readouterr().out
 
 
+def write_png(path, pixels):
+    tf.io.write_file(str(path), tf.io.encode_png(pixels))
+    return str(path)
+
+
+@pytest.mark.parametrize("height,width,expected", [
+    (500, 300, (274, 164)),  # portrait, like The Scream: 274 * 0.6 = 164.4 wide
+    (400, 1000, (140, 350)),  # wide: 350 / 2.5 = 140 high
+    (100, 80, (100, 80)),  # small: never enlarged
+])
+def test_painting_is_shrunk_to_fit_keeping_its_aspect(tmp_path, height, width, expected):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    painting = data.load_painting(write_png(tmp_path / "painting.png", pixels))
+    assert painting.shape == expected + (3,)
+    if expected == (height, width):
+        np.testing.assert_allclose(painting, pixels / 255.0, atol=1e-6)
+    gt = data.ground_truth_data("scream_sprites", painting=str(tmp_path / "painting.png"))
+    assert gt.sample(4, rng)[1].shape == (4, 64, 64, 3)
+
+
+def test_thumbnail_size_is_pils():
+    image = pytest.importorskip("PIL.Image")
+    for size in [(300, 500), (1000, 400), (400, 300), (3661, 4582), (351, 1), (80, 100)]:
+        thumbnail = image.new("RGB", size)
+        thumbnail.thumbnail(data.PAINTING_BOX)
+        assert data.thumbnail_size(*size) == thumbnail.size, size
+
+
+def test_unreadable_painting_is_named_in_words(tmp_path):
+    (tmp_path / "scream.jpg").write_bytes(b"this is not a jpeg")
+    with pytest.raises(data.DataError) as raised:
+        data.load_painting(str(tmp_path / "scream.jpg"))
+    message = str(raised.value)
+    assert message == (f"--painting {tmp_path / 'scream.jpg'} is not a readable image "
+                       "(not a PNG, JPEG, GIF or BMP file)")
+    with pytest.raises(data.DataError, match="missing.png does not exist"):
+        data.load_painting(str(tmp_path / "missing.png"))
+    tiny = write_png(tmp_path / "tiny.png", np.zeros((60, 300, 3), np.uint8))
+    with pytest.raises(data.DataError, match="too small: 300 x 60"):
+        data.load_painting(tiny)
+
+
 def test_make_dataset_yields_batches_in_unit_range():
     batch = next(iter(data.make_dataset("noisy_sprites", 32, 8, seed=3)))
     assert batch.shape == (8, 32, 32, 3) and batch.dtype == tf.float32
@@ -128,7 +178,20 @@ def test_unknown_dataset_is_refused():
 MOCK = dict(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE)
 
 
-def test_tfds_dsprites_is_indexed_by_its_labels():
+@pytest.fixture
+def online(monkeypatch):
+    """Mocked TFDS datasets are never prepared: let data.py's download check pass."""
+    monkeypatch.setattr(data, "download_blocker", lambda builder: None)
+
+
+@pytest.fixture
+def fresh_dsprites_cache():
+    data.load_dsprites_images.cache_clear()
+    yield
+    data.load_dsprites_images.cache_clear()
+
+
+def test_tfds_dsprites_is_indexed_by_its_labels(online, fresh_dsprites_cache):
     with tfds.testing.mock_data(**MOCK):
         gt = data.ground_truth_data("dsprites")
         examples = list(tfds.as_numpy(tfds.load("dsprites", split="train")))
@@ -142,11 +205,21 @@ def test_tfds_dsprites_is_indexed_by_its_labels():
     assert batch.shape == (4, 64, 64, 1)
 
 
-def test_tfds_celeb_a_is_cropped_and_resized():
+@pytest.mark.parametrize("name", ["celeba", "celeba_hq"])
+def test_tfds_natural_images_load_through_tfds(name, online):
     with tfds.testing.mock_data(**MOCK):
-        batch = next(iter(data.make_dataset("celeba", 32, 4)))
+        batch = next(iter(data.make_dataset(name, 32, 4)))
     assert batch.shape == (4, 32, 32, 3)
     assert 0.0 <= float(tf.reduce_min(batch)) and float(tf.reduce_max(batch)) <= 1.0
+
+
+def test_tfds_cars_read_their_boxes_and_drop_small_ones(online):
+    # TFDS' mock images of unknown size are a few dozen pixels: every box is under 64 px.
+    with tfds.testing.mock_data(**MOCK):
+        examples = list(tfds.as_numpy(tfds.load("cars196", split="train")))
+        assert max(min(e["image"].shape[:2]) for e in examples) < 64
+        with pytest.raises(StopIteration):  # all dropped: the stream ends, it does not hang
+            next(iter(data.make_dataset("cars", 32, 4)))
 
 
 def write_images(folder, count, size=(40, 50)):
@@ -182,3 +255,271 @@ def test_folder_of_only_corrupt_images_ends_instead_of_hanging(tmp_path):
     (tmp_path / "bad" / "a.png").write_bytes(b"garbage")
     with pytest.raises(StopIteration):
         next(iter(data.make_dataset("chairs", 32, 2, data_dir=str(tmp_path / "bad"))))
+
+
+# --- dSprites' npz: loaded once, not copied ---------------------------------------------
+
+
+def test_dsprites_npz_is_loaded_once_without_a_copy(tmp_path, fresh_dsprites_cache):
+    images = np.random.default_rng(0).integers(0, 2, (2000, 64, 64), dtype=np.uint8)  # 8 MB
+    np.savez(tmp_path / data.DSPRITES_NPZ, imgs=images)
+    tracemalloc.start()  # numpy reports its array buffers to tracemalloc
+    loaded = data.load_dsprites_images(str(tmp_path))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # Reading the archive needs one array of images.nbytes; a copy would need a second.
+    assert peak < 1.5 * images.nbytes
+    np.testing.assert_array_equal(loaded, images)
+    assert loaded.dtype == np.uint8 and not loaded.flags.writeable
+    assert data.load_dsprites_images(str(tmp_path)) is loaded
+
+
+def test_dsprites_npz_without_images_is_refused(tmp_path, fresh_dsprites_cache):
+    np.savez(tmp_path / data.DSPRITES_NPZ, latents=np.zeros(3))
+    with pytest.raises(data.DataError, match="has no 'imgs' array"):
+        data.load_dsprites_images(str(tmp_path))
+    (tmp_path / data.DSPRITES_NPZ).write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(data.DataError, match="is not a readable npz file"):
+        data.load_dsprites_images(str(tmp_path))
+
+
+# --- TFDS: the real builders, splits, boxes, and failing fast offline ------------------
+
+
+TFDS_DATASETS = sorted({"dsprites", *data.TFDS_NAMES.values()})
+
+
+@pytest.mark.parametrize("name", TFDS_DATASETS)
+def test_tfds_builders_know_where_to_download_from(name):
+    # The real tfds.builder path, as a fresh install takes it: url_infos needs
+    # importlib_resources, which etils imports without declaring it (requirements.txt).
+    builder = tfds.builder(name + "/64" if name == "celeb_a_hq" else name)
+    assert "image" in builder.info.features
+    if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:  # celeb_a_hq: no URLs, a manual download
+        assert name == "celeb_a_hq" and not builder.url_infos
+    else:
+        urls = list(builder.url_infos)
+        assert urls and all(url.startswith(("http://", "https://")) for url in urls)
+
+
+def fake_tfds(splits, generated=None):
+    """TFDS mocked with our own examples per split; "a+b" reads a then b, as TFDS does.
+    `generated` counts the examples produced, to see when images are made."""
+    def as_dataset(builder, split, decoders=None, read_config=None, shuffle_files=False):
+        examples = [splits[name] for name in split.split("+")]  # KeyError: no such split
+        merged = {k: [e for part in examples for e in part[k]] for k in examples[0]}
+
+        def generate():
+            for i in range(len(merged["image"])):
+                if generated is not None:
+                    generated.append(i)
+                yield {k: v[i] for k, v in merged.items()}
+
+        signature = {k: tf.TensorSpec(np.shape(v[0]) if k == "bbox" else (None, None, 3),
+                                      tf.float32 if k == "bbox" else tf.uint8)
+                     for k, v in merged.items()}
+        return tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return tfds.testing.mock_data(as_dataset_fn=as_dataset)
+
+
+def constant_images(count, value, shape=(218, 178, 3)):
+    return {"image": [np.full(shape, value, np.uint8)] * count}
+
+
+def test_celeba_uses_every_split_and_building_decodes_nothing(online):
+    generated = []
+    splits = {"train": constant_images(3, 10), "validation": constant_images(3, 100),
+              "test": constant_images(3, 200)}
+    with fake_tfds(splits, generated):
+        batches = data.make_dataset("celeba", 16, 9)
+        assert not generated  # building the stream made no image
+        batch = next(iter(batches))
+    values = np.round(np.asarray(batch).mean(axis=(1, 2, 3)) * 255)
+    assert sorted(values) == [10] * 3 + [100] * 3 + [200] * 3  # one pass: every split
+
+
+def car(ramp_up, box_width=280, box_height=80):
+    """A 120 x 300 image whose box (20 px down, 10 px in) holds a left-right ramp."""
+    image = np.zeros((120, 300, 3), np.uint8)
+    ramp = (np.arange(box_width) + 0.5) / box_width * 255
+    image[20:20 + box_height, 10:10 + box_width] = np.round(ramp if ramp_up else ramp[::-1])[
+        None, :, None]
+    box = np.array([20, 10, 20 + box_height, 10 + box_width], np.float32) / [120, 300, 120, 300]
+    return image, box.astype(np.float32)
+
+
+def test_cars_squash_the_whole_box_and_use_train_and_test(online):
+    (up, up_box), (down, down_box) = car(True), car(False)
+    small, small_box = car(True, box_width=200, box_height=50)  # under 64 px high: dropped
+    splits = {"train": {"image": [up, small], "bbox": [up_box, small_box]},
+              "test": {"image": [down], "bbox": [down_box]}}
+    with fake_tfds(splits):
+        batches = data.make_dataset("cars", 32, 2)
+        images = np.concatenate([b for _, b in zip(range(3), batches)])  # three passes
+    # The whole 280 x 80 box squashed to 32 x 32: column j shows the ramp at (j + 0.5) / 32,
+    # from one end of the car to the other (a central square would span 0.36 .. 0.64 only).
+    expected = (np.arange(32) + 0.5) / 32
+    directions = []
+    for image in images:
+        profile = image.mean(axis=(0, 2))
+        directions.append(profile[-1] > profile[0])
+        target = expected if directions[-1] else expected[::-1]
+        np.testing.assert_allclose(profile[2:-2], target[2:-2], atol=0.01)
+        assert np.ptp(image, axis=0).max() < 0.01  # rows alike: the box's black margins are gone
+    assert directions.count(True) == 3 and directions.count(False) == 3  # train's and test's
+
+
+def test_first_line_of_an_error():
+    assert data.first_line(OSError("no route\nto host")) == "no route"
+    assert data.first_line(TimeoutError()) == "TimeoutError"
+    assert data.first_line(ValueError("  ")) == "ValueError"
+
+
+def refuse(address, timeout=None):
+    raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+
+def test_offline_tfds_download_fails_in_seconds(tmp_path, monkeypatch):
+    monkeypatch.setattr(data.socket, "create_connection", refuse)
+    (tmp_path / "celeb_a").mkdir()  # a TFDS data_dir with nothing prepared in it
+    began = time.monotonic()
+    with pytest.raises(data.DataError) as raised:
+        data.make_dataset("celeba", 64, 8, data_dir=str(tmp_path))
+    assert time.monotonic() - began < 10  # TFDS' own retries take ~200 s
+    message = str(raised.value)
+    assert "\n" not in message
+    for words in [f"TFDS has nothing prepared for celeb_a in {tmp_path}",
+                  "the download cannot start (cannot connect to drive.google.com:443: "
+                  "[Errno -3] Temporary failure in name resolution)",
+                  "--data_dir= a prepared TFDS data_dir (holding celeb_a/...)",
+                  "--data_dir= a folder of images such as img_align_celeba"]:
+        assert words in message
+
+
+def test_hanging_download_check_gives_up_at_its_deadline(tmp_path, monkeypatch):
+    def hang(*args, **kwargs):  # a name lookup with no DNS answer can take this long
+        time.sleep(10)
+        raise TimeoutError()
+
+    monkeypatch.setattr(data.socket, "create_connection", hang)
+    monkeypatch.setattr(data, "DOWNLOAD_PROBE_SECONDS", 1.0)
+    (tmp_path / "cars196").mkdir()
+    began = time.monotonic()
+    with pytest.raises(data.DataError, match="ai.stanford.edu:.*no answer within 1 s"):
+        data.make_dataset("cars", 64, 8, data_dir=str(tmp_path))
+    assert time.monotonic() - began < 5
+
+
+def test_offline_dsprites_and_manual_celeba_hq_say_how_to_get_them(
+        tmp_path, monkeypatch, fresh_dsprites_cache):
+    monkeypatch.setattr(data.socket, "create_connection", refuse)
+    with pytest.raises(data.DataError, match=f"start.*github.com.*holding {data.DSPRITES_NPZ}"):
+        data.ground_truth_data("dsprites", data_dir=str(tmp_path))
+    (tmp_path / "celeb_a_hq").mkdir()
+    manual = tmp_path / "downloads" / "manual"
+    with pytest.raises(data.DataError, match=f"celeb_a_hq needs a manual download into {manual}"):
+        data.make_dataset("celeba_hq", 64, 8, data_dir=str(tmp_path))
+
+
+# --- Memory: the natural-image stream holds small images, not decoded originals ---------
+
+SIDE, COUNT = 1500, 40
+PEAK_SCRIPT = f"""
+import os, sys
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:2])  # tf.data parallelism <= 2
+import tensorflow as tf
+import tensorflow_datasets as tfds
+import data
+
+def originals(builder, split, decoders=None, read_config=None, shuffle_files=False):
+    index = tf.data.Dataset.range({COUNT})
+    return index.map(lambda i: {{"image": tf.fill([{SIDE}, {SIDE}, 3], tf.cast(i, tf.uint8))}})
+
+def memory_kib(field):  # this process's own (not its parent's, as ru_maxrss may be) RSS
+    with open("/proc/self/status") as status:
+        return int(next(line.split()[1] for line in status if line.startswith(field)))
+
+data.download_blocker = lambda builder: None
+if sys.argv[1] == "tfds":
+    with tfds.testing.mock_data(as_dataset_fn=originals):
+        batches = data.make_dataset("celeba_hq", 32, 8)
+else:
+    batches = data.make_dataset("chairs", 32, 8, data_dir=sys.argv[1])
+with open("/proc/self/clear_refs", "w") as clear_refs:
+    clear_refs.write("5")  # restart the peak (VmHWM) from the current RSS
+before = memory_kib("VmRSS:")
+for _, batch in zip(range(6), batches):  # more than a pass
+    assert batch.shape == (8, 32, 32, 3)
+print(memory_kib("VmHWM:") - before)
+"""
+
+
+def test_shuffle_buffer_holds_at_most_a_gib_of_training_images():
+    assert data.shuffle_buffer_size(64) == 10_000  # 10,000 * 64 * 64 * 3 * 4 B = 0.49 GB
+    assert data.shuffle_buffer_size(256) == 2**30 // (256 * 256 * 3 * 4) == 1365
+    assert data.shuffle_buffer_size(1024) == 85  # not 10,000 images of 12.6 MB
+
+
+@pytest.fixture(scope="module")
+def large_pngs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("large")
+    rows, cols = np.mgrid[0:SIDE, 0:SIDE]
+    for i in range(COUNT):  # smooth pictures: quick to encode and decode
+        pixels = np.stack([(cols + i) % 256, (2 * rows) % 256, np.full_like(rows, 5 * i)], -1)
+        write_png(folder / f"{i}.png", pixels.astype(np.uint8))
+    return str(folder)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux /proc only")
+@pytest.mark.parametrize("source", ["tfds", "folder"])
+def test_pulling_batches_of_large_images_keeps_memory_bounded(source, large_pngs):
+    # A pass of decoded originals is COUNT * SIDE^2 * 3 bytes = 270 MB; shuffling them before
+    # resizing (a 10,000-image buffer) holds all of them at once. Resized to 32 px they are
+    # 12 KB each, and with two CPUs only a few originals are in flight. Bound: peak RSS grows
+    # by less than half a pass of originals.
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, large_pngs if source == "folder" else "tfds"],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    growth = int(result.stdout.split()[-1]) * 1024
+    assert growth < 0.5 * COUNT * SIDE * SIDE * 3, f"peak RSS grew by {growth / 1e6:.0f} MB"
+
+
+# --- The GAN's flip and dequantisation noise ---------------------------------------------
+
+
+def pull(batches, count):
+    return np.concatenate([b for _, b in zip(range(count), batches)])
+
+
+def test_augment_flips_half_the_images_and_adds_noise_under_1_over_256(tmp_path):
+    write_images(tmp_path / "faces", 64, size=(32, 32))
+    folder = str(tmp_path / "faces")
+    plain = pull(data.make_dataset("celeba", 32, 16, data_dir=folder, seed=5), 8)  # two passes
+    noisy = pull(data.make_dataset("celeba", 32, 16, data_dir=folder, seed=5, augment=True), 8)
+    flipped = []
+    for image, original in zip(noisy, plain):
+        as_is, mirrored = image - original, image - original[:, ::-1]
+        noise = mirrored if np.abs(mirrored).max() < np.abs(as_is).max() else as_is
+        flipped.append(noise is mirrored)
+        # U(0, 1/256) on [0, 1] is the authors' U(0, 1/128) on [-1, 1]; float32 rounding aside
+        assert noise.min() >= -1e-6 and noise.max() < 1 / 256 + 1e-6
+        assert noise.mean() == pytest.approx(1 / 512, rel=0.1)  # 3,072 uniform draws
+    assert 40 <= sum(flipped) <= 88  # of 128 fair coins: 64 +- 4 standard deviations
+    again = pull(data.make_dataset("celeba", 32, 16, data_dir=folder, seed=5, augment=True), 8)
+    np.testing.assert_array_equal(noisy, again)
+    resumed = pull(data.make_dataset("celeba", 32, 16, data_dir=folder, seed=5, start=3,
+                                     augment=True), 2)
+    np.testing.assert_array_equal(
+        resumed, pull(data.make_dataset("celeba", 32, 16, data_dir=folder, seed=5, start=3,
+                                        augment=True), 2))
+    assert not np.array_equal(resumed, noisy[:32])
+
+
+def test_augment_leaves_the_sprites_family_alone():
+    for name in ("sprites", "noisy_sprites"):
+        plain = next(iter(data.make_dataset(name, 64, 8, seed=2)))
+        np.testing.assert_array_equal(
+            plain, next(iter(data.make_dataset(name, 64, 8, seed=2, augment=True))))
