@@ -23,6 +23,27 @@ def _stages(res):
     return int(np.log2(res // 4))
 
 
+# init="authors" is PyTorch's default for nn.Linear / nn.Conv2d / nn.ConvTranspose2d, which
+# the authors' GAN nets keep (dvae_enc / dvae_dec for Table A.3, resnet3 for A.4 - A.7: no
+# custom init): weights kaiming_uniform(a=sqrt(5)), i.e. U(+-1/sqrt(fan_in)), and biases
+# U(+-1/sqrt(fan_in)). PyTorch's fan_in is weight.size(1) * k * k: in_channels * k * k for a
+# convolution, in_features for a Linear, but *out_channels* * k * k for a ConvTranspose2d
+# (its weight is (in, out, k, k)). Each layer below states its PyTorch fan_in. init="keras"
+# is Keras' Glorot uniform with zero biases.
+INITS = ("authors", "keras")
+
+
+def initializers(init, fan_in):
+    """Kernel and bias initialisers for one layer (a fresh seeded instance per layer)."""
+    if init == "authors":
+        bound = 1.0 / np.sqrt(fan_in)
+        return dict(kernel_initializer=keras.initializers.RandomUniform(-bound, bound),
+                    bias_initializer=keras.initializers.RandomUniform(-bound, bound))
+    if init == "keras":
+        return dict(kernel_initializer="glorot_uniform", bias_initializer="zeros")
+    raise ValueError(f"init must be one of {INITS}, not {init!r}.")
+
+
 def _code_inputs(c_dim, nuisance_dim):
     """The generator's inputs z (nuisance) and c (code); either may be 0 wide."""
     z = keras.Input((nuisance_dim,), name="z")
@@ -33,93 +54,161 @@ def _code_inputs(c_dim, nuisance_dim):
 # Sprites networks (Table A.3): the VAE decoder / encoder shapes of Table A.2.
 
 
-def build_conv_generator(c_dim, nuisance_dim, res=64, channels=1):
+def build_conv_generator(c_dim, nuisance_dim, res=64, channels=1, init="authors"):
     """Table A.3 generator: [z, c] -> image in [-1, 1]."""
     n = _stages(res)
     z, c, h = _code_inputs(c_dim, nuisance_dim)
-    h = layers.Dense(256, activation="relu")(h)
-    h = layers.Dense(4 * 4 * 64, activation="relu")(h)
+    h = layers.Dense(256, activation="relu", **initializers(init, c_dim + nuisance_dim))(h)
+    # The authors' ConvTranspose2d(256, 64, 4) on a 1 x 1 map: this Dense, fan_in 64 * 4 * 4.
+    h = layers.Dense(4 * 4 * 64, activation="relu", **initializers(init, 64 * 4 * 4))(h)
     h = layers.Reshape((4, 4, 64))(h)
     for width in [64] + [32] * (n - 2):
-        h = layers.Conv2DTranspose(width, 4, 2, "same", activation="relu")(h)
-    image = layers.Conv2DTranspose(channels, 4, 2, "same", activation="tanh", dtype="float32")(h)
+        h = layers.Conv2DTranspose(width, 4, 2, "same", activation="relu",
+                                   **initializers(init, width * 4 * 4))(h)
+    image = layers.Conv2DTranspose(channels, 4, 2, "same", activation="tanh", dtype="float32",
+                                   **initializers(init, channels * 4 * 4))(h)
     return keras.Model([z, c], image, name="conv_generator")
 
 
-def build_conv_discriminator(res=64, channels=1):
+def build_conv_discriminator(res=64, channels=1, init="authors"):
     """Table A.3 discriminator: image in [-1, 1] -> one logit."""
     n = _stages(res)
     image = keras.Input((res, res, channels), name="image")
     h = image
     for width in [32] * (n - 2) + [64, 64]:
-        h = layers.Conv2D(width, 4, 2, "same", activation="relu")(h)
-    h = layers.Dense(256, activation="relu")(layers.Flatten()(h))
-    return keras.Model(image, layers.Dense(1, dtype="float32")(h), name="conv_discriminator")
+        h = layers.Conv2D(width, 4, 2, "same", activation="relu",
+                          **initializers(init, h.shape[-1] * 4 * 4))(h)
+    # The authors' Conv2d(64, 256, 4) on the 4 x 4 map: this Dense, fan_in 64 * 4 * 4.
+    h = layers.Dense(256, activation="relu", **initializers(init, 64 * 4 * 4))(
+        layers.Flatten()(h))
+    logit = layers.Dense(1, dtype="float32", **initializers(init, 256))(h)
+    return keras.Model(image, logit, name="conv_discriminator")
 
 
 # ResNet networks of Mescheder et al. 2018 (Tables A.4 - A.7; the authors' resnet3.py).
 
 
-def resnet_block(x, fout, name):
+def resnet_block(x, fout, name, init="authors"):
     """Shortcut + 0.1 * Conv3x3(LReLU(Conv3x3(LReLU(x)))); 1x1 shortcut when widths differ."""
     fin = x.shape[-1]
+    hidden = min(fin, fout)
     shortcut = x
     if fin != fout:
-        shortcut = layers.Conv2D(fout, 1, use_bias=False, name=f"{name}_shortcut")(x)
+        shortcut = layers.Conv2D(fout, 1, use_bias=False, name=f"{name}_shortcut",
+                                 **initializers(init, fin))(x)
     dx = layers.LeakyReLU(0.2)(x)
-    dx = layers.Conv2D(min(fin, fout), 3, padding="same", name=f"{name}_conv0")(dx)
+    dx = layers.Conv2D(hidden, 3, padding="same", name=f"{name}_conv0",
+                       **initializers(init, fin * 3 * 3))(dx)
     dx = layers.LeakyReLU(0.2)(dx)
-    dx = layers.Conv2D(fout, 3, padding="same", name=f"{name}_conv1")(dx)
+    dx = layers.Conv2D(fout, 3, padding="same", name=f"{name}_conv1",
+                       **initializers(init, hidden * 3 * 3))(dx)
     return shortcut + 0.1 * dx
 
 
-def build_resnet_generator(c_dim, nuisance_dim, res, nf=64, nf_max=512, channels=3):
+def build_resnet_generator(c_dim, nuisance_dim, res, nf=64, nf_max=512, channels=3,
+                           init="authors"):
     """Dense -> 4 x 4, n x (ResBlock, nearest upsample x2), ResBlock(nf), Conv3x3, tanh."""
     n = _stages(res)
     z, c, h = _code_inputs(c_dim, nuisance_dim)
     nf0 = min(nf * 2**n, nf_max)
-    h = layers.Reshape((4, 4, nf0))(layers.Dense(4 * 4 * nf0)(h))
+    h = layers.Dense(4 * 4 * nf0, **initializers(init, c_dim + nuisance_dim))(h)
+    h = layers.Reshape((4, 4, nf0))(h)
     for i in range(n):
-        h = resnet_block(h, min(nf * 2 ** (n - i - 1), nf_max), f"block{i}")
+        h = resnet_block(h, min(nf * 2 ** (n - i - 1), nf_max), f"block{i}", init)
         h = layers.UpSampling2D(2)(h)
-    h = resnet_block(h, nf, f"block{n}")
+    h = resnet_block(h, nf, f"block{n}", init)
     h = layers.LeakyReLU(0.2)(h)
-    image = layers.Conv2D(channels, 3, padding="same", activation="tanh", dtype="float32")(h)
+    image = layers.Conv2D(channels, 3, padding="same", activation="tanh", dtype="float32",
+                          **initializers(init, nf * 3 * 3))(h)
     return keras.Model([z, c], image, name="resnet_generator")
 
 
-def variational_bottleneck(h):
-    """VDB (Table A.7, SPEC "VDB"): sample the map from N(mean, std^2) and its KL to N(0, I).
+@keras.saving.register_keras_serializable(package="idgan")
+class VDBSample(layers.Layer):
+    """mean + exp(logstd) * noise when training and given noise; the mean otherwise."""
 
-    The KL is summed over channels, averaged over locations: one value per example. Noise
-    is drawn only when training; at inference the sample is the mean.
+    def call(self, mean, logstd, noise=None, training=None):
+        if noise is None or not training:
+            return mean
+        return mean + ops.exp(logstd) * noise
+
+
+def variational_bottleneck(h, noise, init="authors"):
+    """VDB (Table A.7, SPEC "VDB"): the map sampled from N(mean, std^2), and its KL to N(0, I).
+
+    noise is N(0, I) of the map's shape, supplied by the caller (IDGAN draws it from its
+    seed generator, which its checkpoints save). The KL is summed over channels, averaged
+    over locations: one value per example.
     """
     width = h.shape[-1]
-    mean = layers.Conv2D(width, 1, name="vdb_mean", dtype="float32")(h)
-    logstd = layers.Conv2D(width, 1, name="vdb_logstd", dtype="float32")(h)
-    eps = layers.GaussianNoise(1.0)(ops.zeros_like(mean))
-    sample = mean + ops.exp(logstd) * eps
+    mean = layers.Conv2D(width, 1, name="vdb_mean", dtype="float32",
+                         **initializers(init, width))(h)
+    logstd = layers.Conv2D(width, 1, name="vdb_logstd", dtype="float32",
+                           **initializers(init, width))(h)
+    sample = VDBSample(name="vdb_sample", dtype="float32")(mean, logstd, noise)
     kl = ops.sum(-logstd + (ops.exp(2.0 * logstd) + ops.square(mean)) / 2.0, axis=-1)
     return sample, ops.mean(kl - width / 2.0, axis=(1, 2))
 
 
-def build_resnet_discriminator(res, nf=64, nf_max=512, channels=3, vdb=False):
+def build_resnet_discriminator(res, nf=64, nf_max=512, channels=3, vdb=False, init="authors"):
     """Conv3x3, ResBlock(nf), n x (AvgPool 3x3 / 2, ResBlock), Dense -> logit.
 
-    With vdb=True the model returns [logit, kl_per_example].
+    With vdb=True the model takes [image, noise] and returns [logit, kl_per_example]; noise
+    is N(0, I) of shape (batch, 4, 4, width) or None. It is used only when training; with
+    None, or at inference, the bottleneck passes its mean.
     """
     n = _stages(res)
     image = keras.Input((res, res, channels), name="image")
-    h = layers.Conv2D(nf, 3, padding="same")(image)
-    h = resnet_block(h, nf, "block0")
+    h = layers.Conv2D(nf, 3, padding="same", **initializers(init, channels * 3 * 3))(image)
+    h = resnet_block(h, nf, "block0", init)
     for i in range(n):
         # torch AvgPool2d(3, stride=2, padding=1): zero padding counted in the mean.
         h = layers.AveragePooling2D(3, 2)(layers.ZeroPadding2D(1)(h))
-        h = resnet_block(h, min(nf * 2 ** (i + 1), nf_max), f"block{i + 1}")
+        h = resnet_block(h, min(nf * 2 ** (i + 1), nf_max), f"block{i + 1}", init)
+    inputs, outputs = image, []
     if vdb:
-        h, kl = variational_bottleneck(h)
-    logit = layers.Dense(1, dtype="float32")(layers.LeakyReLU(0.2)(layers.Flatten()(h)))
-    return keras.Model(image, [logit, kl] if vdb else logit, name="resnet_discriminator")
+        noise = keras.Input(h.shape[1:], name="vdb_noise", optional=True)
+        h, kl = variational_bottleneck(h, noise, init)
+        inputs, outputs = [image, noise], [kl]
+    h = layers.Flatten()(h)
+    logit = layers.Dense(1, dtype="float32", **initializers(init, h.shape[-1]))(
+        layers.LeakyReLU(0.2)(h))
+    return keras.Model(inputs, [logit] + outputs if vdb else logit, name="resnet_discriminator")
+
+
+# RMSprop as PyTorch defines it (SPEC.md "Optimisers as PyTorch defines them"). The authors
+# use torch.optim.RMSprop(lr, alpha=0.99, eps=1e-8) for G and D (gan_training/config.py):
+#   v <- alpha v + (1 - alpha) g^2  (v starts at 0),   w <- w - lr g / (sqrt(v) + eps).
+# keras.optimizers.RMSprop divides by sqrt(v + eps) instead: with eps 1e-8 that acts like
+# eps ~1e-4 outside the root and shrinks every step whose gradient RMS is below ~1e-3.
+
+
+@keras.saving.register_keras_serializable(package="idgan")
+class TorchRMSprop(keras.optimizers.RMSprop):
+    """keras.optimizers.RMSprop with torch.optim.RMSprop's update (eps outside the root).
+
+    Same slots and variable names as keras.optimizers.RMSprop, so its checkpoints load either
+    way. momentum and centered are not supported.
+    """
+
+    def __init__(self, learning_rate=0.001, rho=0.99, epsilon=1e-8, momentum=0.0,
+                 centered=False, name="torch_rmsprop", **kwargs):
+        if momentum or centered:
+            raise ValueError("TorchRMSprop does not implement momentum or centered.")
+        super().__init__(learning_rate=learning_rate, rho=rho, epsilon=epsilon, name=name,
+                         **kwargs)
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign(v, self.rho * v + (1.0 - self.rho) * ops.square(gradient))
+        self.assign_sub(variable, lr * gradient / (ops.sqrt(v) + self.epsilon))
+
+
+def rmsprop(learning_rate):
+    """torch.optim.RMSprop(lr, alpha=0.99, eps=1e-8), the optimiser of both networks."""
+    return TorchRMSprop(learning_rate, rho=0.99, epsilon=1e-8)
 
 
 # The pieces of the stage-2 objective (SPEC.md "Stage 2 objective").
@@ -143,15 +232,17 @@ def _logits(outputs):
     return logit[:, 0]
 
 
-def r1_penalty(discriminator, images):
+def r1_penalty(discriminator, images, vdb_noise=None):
     """The discriminator's outputs on `images` and the R1 penalty ||grad_x D(x)||^2 per example.
 
-    Call it inside the tape that differentiates the penalty (double backprop).
+    Call it inside the tape that differentiates the penalty (double backprop). A VDB
+    discriminator also takes its bottleneck noise.
     """
     images = tf.convert_to_tensor(images)
     with tf.GradientTape() as tape:
         tape.watch(images)
-        outputs = discriminator(images, training=True)
+        inputs = images if vdb_noise is None else [images, vdb_noise]
+        outputs = discriminator(inputs, training=True)
         logit_sum = ops.sum(_logits(outputs))
     grads = tape.gradient(logit_sum, images)
     return outputs, ops.sum(ops.square(grads), axis=(1, 2, 3))
@@ -183,7 +274,9 @@ class IDGAN(keras.Model):
     encoder=None with c_dim=0 is the plain GAN baseline; distill_weight=0 is the paper's
     "w/o distill" ablation. r1_weight multiplies ||grad||^2 with no 1/2 (the authors'
     reg_param; gamma = 2 * r1_weight in Mescheder et al.'s notation). vdb_target switches
-    on the VDB dual update (the discriminator must then return [logit, kl]).
+    on the VDB dual update (the discriminator must then be build_resnet_discriminator(...,
+    vdb=True): [image, noise] -> [logit, kl]; the model draws the noise from its own seed
+    generator, so a restored checkpoint continues the same noise stream).
     """
 
     def __init__(self, generator, discriminator, encoder=None, *, nuisance_dim, c_dim,
@@ -235,7 +328,7 @@ class IDGAN(keras.Model):
         return list(self.trackers.values())
 
     def compile(self, g_optimizer, d_optimizer, **kwargs):
-        """Sets both optimizers (SPEC: RMSprop, rho 0.99, eps 1e-8) and builds them.
+        """Sets both optimizers (SPEC: PyTorch's RMSprop, `rmsprop(lr)`) and builds them.
 
         kwargs go to keras.Model.compile (e.g. jit_compile, steps_per_execution).
         """
@@ -259,6 +352,19 @@ class IDGAN(keras.Model):
                                     seed=self.seed_generator)
         return noise[context.replica_id_in_sync_group * rows:][:rows]
 
+    def _vdb_noise(self, batch):
+        """The VDB's N(0, I) for `batch` images, or None without a VDB. Drawn from the model's
+        seed generator, whose state the checkpoints keep, so a resumed run draws on."""
+        if self.vdb_target is None:
+            return None
+        return self._normal((batch, *self.discriminator.inputs[1].shape[1:]))
+
+    def _discriminate(self, images):
+        """D's outputs on images in [-1, 1], training mode (with fresh VDB noise)."""
+        noise = self._vdb_noise(ops.shape(images)[0])
+        inputs = images if noise is None else [images, noise]
+        return self.discriminator(inputs, training=True)
+
     def _encode(self, images):
         """The frozen encoder's [mu, logvar] for images in [0, 1]."""
         view = encoder_view(images, self.encoder.input_shape[1:3])
@@ -279,8 +385,9 @@ class IDGAN(keras.Model):
         # Discriminator step: non-saturating loss + r1 * ||grad_x D(x_real)||^2.
         fake = self.generator([self._normal((batch, self.nuisance_dim)), c], training=True)
         with tf.GradientTape() as tape:
-            real_outputs, r1 = r1_penalty(self.discriminator, real * 2.0 - 1.0)
-            fake_outputs = self.discriminator(fake, training=True)
+            real_outputs, r1 = r1_penalty(self.discriminator, real * 2.0 - 1.0,
+                                          self._vdb_noise(batch))
+            fake_outputs = self._discriminate(fake)
             adversarial = ops.softplus(-_logits(real_outputs)) + ops.softplus(
                 _logits(fake_outputs))
             d_loss = adversarial + self.r1_weight * r1
@@ -303,7 +410,7 @@ class IDGAN(keras.Model):
         with tf.GradientTape() as tape:
             fake = self.generator([self._normal((batch, self.nuisance_dim)), c],
                                   training=True)
-            adversarial = ops.softplus(-_logits(self.discriminator(fake, training=True)))
+            adversarial = ops.softplus(-_logits(self._discriminate(fake)))
             g_loss = adversarial
             if self.encoder is not None:
                 nll = gaussian_nll(c, self._encode((fake + 1.0) / 2.0))

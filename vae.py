@@ -15,6 +15,21 @@ from keras import layers, ops
 # Networks (Table A.2). At 64 px: four 4x4 stride-2 convolutions (32, 32, 64, 64) down to
 # 4 x 4, then Dense 256. Other powers of two add or drop 64-wide stages. Output layers are
 # float32 so that, under a mixed-precision policy, the losses are still computed in float32.
+#
+# init="authors" draws every kernel from N(0, 0.02) with zero biases, the authors' normal_init
+# (1Konny/idgan gan_training/dvae/dvae.py, applied to BetaVAE_H; 1Konny/FactorVAE model.py
+# does the same for the TC discriminator). init="keras" is Keras' Glorot uniform, zero bias.
+INITS = ("authors", "keras")
+
+
+def initializers(init):
+    """Kernel and bias initialisers for one layer (a fresh seeded instance per layer)."""
+    if init == "authors":
+        return dict(kernel_initializer=keras.initializers.RandomNormal(0.0, 0.02),
+                    bias_initializer="zeros")
+    if init == "keras":
+        return dict(kernel_initializer="glorot_uniform", bias_initializer="zeros")
+    raise ValueError(f"init must be one of {INITS}, not {init!r}.")
 
 
 def conv_widths(res):
@@ -22,37 +37,40 @@ def conv_widths(res):
     return [32, 32, 64, 64, 64, 64, 64, 64, 64][:stages]
 
 
-def build_encoder(c_dim, res=64, channels=1):
+def build_encoder(c_dim, res=64, channels=1, init="authors"):
     """q(c|x): images in [0, 1] -> concat([mu, logvar]) of width 2 * c_dim."""
     images = keras.Input((res, res, channels), name="images")
     x = images
     for width in conv_widths(res):
-        x = layers.Conv2D(width, 4, strides=2, padding="same", activation="relu")(x)
-    x = layers.Dense(256, activation="relu")(layers.Flatten()(x))
-    stats = layers.Dense(2 * c_dim, name="mu_logvar", dtype="float32")(x)
+        x = layers.Conv2D(width, 4, strides=2, padding="same", activation="relu",
+                          **initializers(init))(x)
+    x = layers.Dense(256, activation="relu", **initializers(init))(layers.Flatten()(x))
+    stats = layers.Dense(2 * c_dim, name="mu_logvar", dtype="float32", **initializers(init))(x)
     return keras.Model(images, stats, name="encoder")
 
 
-def build_decoder(c_dim, res=64, channels=1):
+def build_decoder(c_dim, res=64, channels=1, init="authors"):
     """p(x|c): codes -> pixel logits (Bernoulli) or pre-sigmoid means (Gaussian)."""
     codes = keras.Input((c_dim,), name="c")
-    x = layers.Dense(256, activation="relu")(codes)
-    x = layers.Dense(4 * 4 * 64, activation="relu")(x)
+    x = layers.Dense(256, activation="relu", **initializers(init))(codes)
+    x = layers.Dense(4 * 4 * 64, activation="relu", **initializers(init))(x)
     x = layers.Reshape((4, 4, 64))(x)
     for width in reversed(conv_widths(res)[:-1]):
-        x = layers.Conv2DTranspose(width, 4, strides=2, padding="same", activation="relu")(x)
+        x = layers.Conv2DTranspose(width, 4, strides=2, padding="same", activation="relu",
+                                   **initializers(init))(x)
     logits = layers.Conv2DTranspose(channels, 4, strides=2, padding="same", name="logits",
-                                    dtype="float32")(x)
+                                    dtype="float32", **initializers(init))(x)
     return keras.Model(codes, logits, name="decoder")
 
 
-def build_tc_discriminator(c_dim):
+def build_tc_discriminator(c_dim, init="authors"):
     """FactorVAE's D(c): 6 x (Dense 1000, LeakyReLU 0.2), Dense 2 (joint vs permuted)."""
     codes = keras.Input((c_dim,), name="c")
     x = codes
     for _ in range(6):
-        x = layers.LeakyReLU(0.2)(layers.Dense(1000)(x))
-    return keras.Model(codes, layers.Dense(2, dtype="float32")(x), name="tc_discriminator")
+        x = layers.LeakyReLU(0.2)(layers.Dense(1000, **initializers(init))(x))
+    logits = layers.Dense(2, dtype="float32", **initializers(init))(x)
+    return keras.Model(codes, logits, name="tc_discriminator")
 
 
 def image_decoder(decoder):
@@ -100,10 +118,17 @@ def sample_codes(mu, logvar, seed):
 
 
 def permute_dims(codes, seed):
-    """Shuffle each code dimension independently across the batch: samples of prod_j q(c_j)."""
+    """Shuffle each code dimension independently across the *global* batch: samples of
+    prod_j q(c_j). Every replica gathers all replicas' codes, draws the same permutation of
+    the whole batch (as replica_normal draws its noise) and keeps its own rows, so the TC
+    estimate does not depend on how many replicas share the batch."""
+    context = tf.distribute.get_replica_context()
+    rows = ops.shape(codes)[0]
+    if context.num_replicas_in_sync > 1:
+        codes = context.all_gather(codes, axis=0)  # replica 0's rows first, as in the batch
     keys = keras.random.uniform(ops.shape(codes), seed=seed)
-    order = ops.argsort(keys, axis=0)
-    return ops.take_along_axis(codes, order, axis=0)
+    permuted = ops.take_along_axis(codes, ops.argsort(keys, axis=0), axis=0)
+    return permuted[context.replica_id_in_sync_group * rows:][:rows]
 
 
 # ---------------------------------------------------------------------------------------
@@ -227,6 +252,59 @@ class FactorVAE(BetaVAE):
         return self.track(loss=loss, reconstruction=reconstruction, kl=kl, tc=tc, d_loss=d_loss)
 
 
-def tc_optimizer():
-    """FactorVAE's D optimiser (SPEC.md): Adam, lr 1e-4, beta1 0.5, beta2 0.9."""
-    return keras.optimizers.Adam(1e-4, beta_1=0.5, beta_2=0.9)
+# ---------------------------------------------------------------------------------------
+# Adam as PyTorch defines it (SPEC.md "Optimisers as PyTorch defines them"). The authors train
+# the VAE with torch.optim.Adam(lr, betas=(0.9, 0.999)), eps 1e-8 (gan_training/dvae/solver.py):
+#   m <- b1 m + (1 - b1) g,  v <- b2 v + (1 - b2) g^2,
+#   w <- w - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+# Keras' Adam puts eps beside the uncorrected root, lr sqrt(1 - b2^t) / (1 - b1^t) * m /
+# (sqrt(v) + eps), i.e. PyTorch's step with eps / sqrt(1 - b2^t) (31.6 eps at t = 1), and its
+# default eps is 1e-7. Its 1 - b^t in float32 also loses digits (1 - 0.999f = 0.00099999);
+# PyTorch computes it in float64, so here it is -expm1(t log b), exact to float32 rounding.
+
+
+def _one_minus_power(beta, step):
+    """1 - beta^step for a Python float beta in [0, 1) and a float32 step count."""
+    if beta == 0.0:
+        return ops.ones_like(step)
+    return -ops.expm1(step * math.log(beta))
+
+
+@keras.saving.register_keras_serializable(package="vae")
+class TorchAdam(keras.optimizers.Adam):
+    """keras.optimizers.Adam with torch.optim.Adam's update (and its default eps 1e-8).
+
+    Same slots and variable names as keras.optimizers.Adam, so its checkpoints load either
+    way. amsgrad is not supported; weight_decay is Keras' decoupled decay, not torch's L2.
+    """
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                 amsgrad=False, name="torch_adam", **kwargs):
+        if amsgrad:
+            raise ValueError("TorchAdam does not implement amsgrad.")
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
+                         epsilon=epsilon, name=name, **kwargs)
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        step = ops.cast(self.iterations + 1, variable.dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
+        self.assign_add(v, (ops.square(gradient) - v) * (1.0 - self.beta_2))
+        denominator = (ops.sqrt(v) / ops.sqrt(_one_minus_power(self.beta_2, step))
+                       + self.epsilon)
+        step_size = lr / _one_minus_power(self.beta_1, step)
+        self.assign_sub(variable, step_size * m / denominator)
+
+
+def adam(learning_rate, beta_1=0.9, beta_2=0.999):
+    """torch.optim.Adam(lr, betas=(beta_1, beta_2), eps=1e-8); the VAE's optimiser (SPEC.md:
+    Adam lr 1e-4, (0.9, 0.999))."""
+    return TorchAdam(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=1e-8)
+
+
+def tc_optimizer(learning_rate=1e-4):
+    """FactorVAE's D optimiser (SPEC.md): PyTorch's Adam, lr 1e-4, beta1 0.5, beta2 0.9."""
+    return adam(learning_rate, beta_1=0.5, beta_2=0.9)

@@ -21,8 +21,7 @@ def sgd():
     return keras.optimizers.SGD(0.05)
 
 
-def rmsprop(lr):
-    return keras.optimizers.RMSprop(lr, rho=0.99, epsilon=1e-8)
+rmsprop = idgan.rmsprop
 
 
 def tiny_encoder(c_dim, res=16, channels=3, logvar_bias=None):
@@ -65,7 +64,7 @@ def test_resnet_shapes(res):
     assert fake.shape == (1, res, res, 3)
     assert np.all(np.abs(fake) <= 1.0)
     assert discriminator(fake).shape == (1, 1)
-    logit, kl = vdb_discriminator(fake)
+    logit, kl = vdb_discriminator([fake, None])
     assert logit.shape == (1, 1) and kl.shape == (1,)
 
 
@@ -126,10 +125,78 @@ def test_vdb_kl_matches_closed_form():
     probe = keras.Model(discriminator.input, [discriminator.get_layer("vdb_mean").output,
                                               discriminator.get_layer("vdb_logstd").output,
                                               discriminator.output[1]])
-    mean, logstd, kl = (np.asarray(t, np.float64) for t in probe(images(3) * 2 - 1))
+    mean, logstd, kl = (np.asarray(t, np.float64) for t in probe([images(3) * 2 - 1, None]))
     width = mean.shape[-1]
     expected = (-logstd + (np.exp(2 * logstd) + mean**2) / 2).sum(-1) - width / 2
     np.testing.assert_allclose(kl, expected.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+
+
+def test_vdb_samples_only_when_training():
+    _, discriminator = tiny_resnets(1, 1, 32, vdb=True)
+    names = ("vdb_mean", "vdb_logstd", "vdb_sample")
+    probe = keras.Model(discriminator.inputs, [discriminator.get_layer(n).output for n in names])
+    x, noise = images(3) * 2 - 1, np.random.default_rng(2).normal(size=(3, 4, 4, 8))
+    mean, logstd, sample = (np.asarray(t) for t in probe([x, noise], training=True))
+    np.testing.assert_allclose(sample, mean + np.exp(logstd) * noise, rtol=1e-5, atol=1e-6)
+    for inputs, training in [([x, noise], False), ([x, None], True), ([x, None], False)]:
+        mean, _, sample = probe(inputs, training=training)  # the mean, without noise
+        np.testing.assert_array_equal(np.asarray(sample), np.asarray(mean))
+
+
+# Initialisation: the authors' GAN nets keep PyTorch's defaults, U(+-1/sqrt(fan_in)) for
+# weights (kaiming_uniform, a = sqrt(5)) and biases, where fan_in = weight.size(1) *
+# prod(kernel) (torch.nn.init._calculate_fan_in_and_fan_out); PyTorch weights are Linear
+# (out, in), Conv2d (out, in, k, k) and ConvTranspose2d (in, out, k, k).
+
+
+def assert_uniform(values, torch_weight_shape):
+    bound = 1 / np.sqrt(torch_weight_shape[1] * np.prod(torch_weight_shape[2:]))
+    values = np.asarray(values).ravel()
+    assert np.abs(values).max() <= bound
+    if values.size >= 256:  # U(-b, b) has std b / sqrt(3)
+        assert values.std() == pytest.approx(bound / np.sqrt(3), rel=0.1)
+    elif values.size >= 8:
+        assert np.abs(values).max() > 0.5 * bound
+
+
+def kernel_layers(model):
+    return [layer for layer in model.layers if hasattr(layer, "kernel")]
+
+
+def test_conv_nets_authors_init_is_pytorchs_default():
+    keras.utils.set_random_seed(0)
+    # The authors' dvae_dec / dvae_enc at 64 px, c_dim 10, one channel, as PyTorch weights.
+    # ConvTranspose2d(256, 64, 4) on a 1 x 1 map is the generator's second Dense, and
+    # Conv2d(64, 256, 4) on the 4 x 4 map is the discriminator's first Dense.
+    generator = [(256, 10), (256, 64, 4, 4), (64, 64, 4, 4), (64, 32, 4, 4), (32, 32, 4, 4),
+                 (32, 1, 4, 4)]
+    discriminator = [(32, 1, 4, 4), (32, 32, 4, 4), (64, 32, 4, 4), (64, 64, 4, 4),
+                     (256, 64, 4, 4), (1, 256)]
+    for model, shapes in [(idgan.build_conv_generator(10, 0, 64, 1, init="authors"), generator),
+                          (idgan.build_conv_discriminator(64, 1, init="authors"), discriminator)]:
+        assert len(kernel_layers(model)) == len(shapes)
+        for layer, shape in zip(kernel_layers(model), shapes):
+            assert_uniform(layer.kernel, shape)
+            assert_uniform(layer.bias, shape)
+    with pytest.raises(ValueError, match="init must be one of"):
+        idgan.build_conv_discriminator(64, 1, init="torch")
+
+
+def test_resnets_authors_init_is_pytorchs_default():
+    keras.utils.set_random_seed(0)
+    for model in (idgan.build_resnet_generator(3, 5, 32, nf=16, nf_max=32, init="authors"),
+                  idgan.build_resnet_discriminator(32, nf=16, nf_max=32, vdb=True,
+                                                   init="authors")):
+        for layer in kernel_layers(model):
+            # Keras kernels: Dense (in, out), Conv2D (k, k, in, out), Conv2DTranspose
+            # (k, k, out, in): all reversed PyTorch weights but for the kernel's k, k.
+            k = layer.kernel.shape
+            shape = k[::-1] if len(k) == 2 else (k[3], k[2], k[0], k[1])
+            assert_uniform(layer.kernel, shape)
+            if layer.use_bias:
+                assert_uniform(layer.bias, shape)
+            else:
+                assert layer.name.endswith("_shortcut")  # resnet3's conv_s has no bias
 
 
 # Pieces of the objective.
@@ -266,23 +333,53 @@ def test_plain_gan_baseline():
     assert set(history) == {"d_loss", "g_loss", "r1"}
 
 
-def build_replica_model(c_dim=2):
+def test_vdb_run_resumes_exactly(tmp_path):
+    """4 steps straight == 2 steps, save_weights, load into a fresh model, 2 more steps:
+    the VDB's noise must come from state that the checkpoint keeps."""
+
+    def vdb_model(seed):
+        keras.utils.set_random_seed(0)
+        generator, discriminator = tiny_resnets(2, 2, vdb=True)
+        model = idgan.IDGAN(generator, discriminator, tiny_encoder(2), nuisance_dim=2,
+                            c_dim=2, vdb_target=0.1, seed=seed)
+        model.compile(rmsprop(1e-3), rmsprop(1e-3))
+        return model
+
+    batches, path = dataset(images(32), 8), str(tmp_path / "vdb.weights.h5")
+    straight, first = vdb_model(seed=1), vdb_model(seed=1)
+    straight.fit(batches, verbose=0)
+    first.fit(batches.take(2), verbose=0)
+    first.save_weights(path)
+    resumed = vdb_model(seed=2)  # another seed: the noise state must be the checkpoint's
+    resumed.load_weights(path)
+    resumed.fit(batches.skip(2), verbose=0)
+    assert int(resumed.g_optimizer.iterations) == 4
+    for part in ["discriminator", "generator", "generator_ema", "g_optimizer", "d_optimizer"]:
+        for a, b in zip(getattr(straight, part).variables, getattr(resumed, part).variables):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    np.testing.assert_array_equal(straight.vdb_beta.numpy(), resumed.vdb_beta.numpy())
+
+
+def build_replica_model(c_dim=2, vdb=False):
     """No randomness that matters: no nuisance, and a logvar head at -60 makes
     c = mu + exp(-30) * eps equal mu in float32. distill_weight = exp(-60) keeps the
-    NLL's gradient O(1) despite its 1 / exp(logvar)."""
-    generator, discriminator = tiny_resnets(c_dim, 0)
+    NLL's gradient O(1) despite its 1 / exp(logvar). With vdb, the VDB's noise is drawn
+    for the global batch, so it matters but is the same on any number of replicas."""
+    generator, discriminator = tiny_resnets(c_dim, 0, vdb=vdb)
     encoder = tiny_encoder(c_dim, logvar_bias=-60.0)
     model = idgan.IDGAN(generator, discriminator, encoder, nuisance_dim=0, c_dim=c_dim,
-                        distill_weight=float(np.exp(-60.0)), ema_decay=0.5)
+                        distill_weight=float(np.exp(-60.0)), ema_decay=0.5,
+                        vdb_target=0.1 if vdb else None, seed=4)
     model.compile(sgd(), sgd())
     return model
 
 
-def test_replica_equivalence(two_replicas):
+@pytest.mark.parametrize("vdb", [False, True])
+def test_replica_equivalence(two_replicas, vdb):
     keras.utils.set_random_seed(3)
-    single = build_replica_model()
+    single = build_replica_model(vdb=vdb)
     with two_replicas.scope():
-        mirrored = build_replica_model()
+        mirrored = build_replica_model(vdb=vdb)
     for name in ["generator", "generator_ema", "discriminator", "encoder"]:
         getattr(mirrored, name).set_weights(getattr(single, name).get_weights())
     start = single.generator.get_weights() + single.discriminator.get_weights()

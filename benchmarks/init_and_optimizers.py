@@ -1,0 +1,152 @@
+"""Does the authors' initialisation matter, and does PyTorch's RMSprop (eps outside the root)?
+
+    nice -n 10 python benchmarks/init_and_optimizers.py                # everything
+    python benchmarks/init_and_optimizers.py --only=vae_init --seeds=0,1
+
+Three comparisons on sprites at 64 px (SPEC.md "Published settings", dSprites column):
+  vae_init   the beta-VAE (c_dim 10, beta 8, Bernoulli, batch 64, PyTorch's Adam 1e-4) with
+             init="keras" (Glorot uniform, zero bias) vs init="authors" (N(0, 0.02), zero
+             bias: normal_init of 1Konny/idgan gan_training/dvae/dvae.py).
+  gan_init   the ID-GAN (Table A.3 conv nets, nuisance 0, PyTorch's RMSprop G / D 1e-3 /
+             1e-4, r1 10, distill 1e-4, EMA 0.999, batch 64) on one fixed encoder, with
+             init="keras" vs init="authors" (PyTorch's default init, which the authors keep).
+  optimizer  the same ID-GAN (--optimizer_init) with keras.optimizers.RMSprop(rho 0.99,
+             epsilon 1e-8) vs idgan.rmsprop (PyTorch's formula). Its "pytorch" run is
+             gan_init's run of the same init when both are asked for.
+
+Losses are means over the --window steps ending at each reported step. Every GAN run uses
+one fixed encoder, <out_dir>/encoder.keras: the first init="authors" VAE trained here, unless
+that file already exists. The optimizer runs' moving-average generators are written to
+<out_dir>/{keras,pytorch}/generator.keras (for FID) unless those exist, and the tables are
+appended to <out_dir>/results.txt; so a later --seeds=1 run into the same --out_dir adds
+seeds on the same encoder.
+"""
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+import keras  # noqa: E402
+
+import data  # noqa: E402
+import idgan  # noqa: E402
+import vae  # noqa: E402
+
+flags.DEFINE_list("only", ["vae_init", "gan_init", "optimizer"], "Comparisons to run.")
+flags.DEFINE_list("seeds", ["0"], "Seeds; each comparison runs once per seed.")
+flags.DEFINE_integer("vae_steps", 2000, "beta-VAE steps per run.")
+flags.DEFINE_integer("gan_steps", 1000, "ID-GAN steps per run.")
+flags.DEFINE_integer("window", 100, "Steps averaged into each reported loss.")
+flags.DEFINE_list("report", ["500", "1000", "2000"], "Steps to report (those <= the run's).")
+flags.DEFINE_enum("optimizer_init", "authors", vae.INITS, "Init of the optimizer comparison.")
+flags.DEFINE_string("out_dir", "/tmp/optim_compare", "Encoder, generators and results.txt.")
+FLAGS = flags.FLAGS
+RES, BATCH = 64, 64
+
+
+def windowed_fit(model, dataset, steps):
+    """fit() in --window-step epochs: each epoch's logs are the mean over its steps."""
+    start = time.perf_counter()
+    history = model.fit(dataset, epochs=steps // FLAGS.window, steps_per_epoch=FLAGS.window,
+                        verbose=0).history
+    rows = {}
+    for step in map(int, FLAGS.report):
+        if step <= steps:
+            rows[step] = {name: values[step // FLAGS.window - 1]
+                          for name, values in history.items()}
+    return rows, (time.perf_counter() - start) / steps
+
+
+def train_vae(init, seed):
+    keras.utils.set_random_seed(seed)
+    model = vae.BetaVAE(vae.build_encoder(10, RES, 1, init=init),
+                        vae.build_decoder(10, RES, 1, init=init), beta=8.0,
+                        likelihood="bernoulli", seed=seed)
+    model.compile(optimizer=vae.adam(1e-4))
+    rows, seconds = windowed_fit(model, data.make_dataset("sprites", RES, BATCH, seed=seed),
+                                 FLAGS.vae_steps)
+    return model, rows, seconds
+
+
+def train_gan(encoder_path, init, optimizer, seed):
+    """The sprites ID-GAN on the saved encoder; optimizer "pytorch" or "keras"."""
+    keras.utils.set_random_seed(seed)
+    encoder = keras.models.load_model(encoder_path, compile=False)
+    model = idgan.IDGAN(idgan.build_conv_generator(10, 0, RES, 1, init=init),
+                        idgan.build_conv_discriminator(RES, 1, init=init), encoder,
+                        nuisance_dim=0, c_dim=10, distill_weight=1e-4, r1_weight=10.0,
+                        ema_decay=0.999, seed=seed)
+    if optimizer == "pytorch":
+        make = idgan.rmsprop
+    else:
+        make = lambda lr: keras.optimizers.RMSprop(lr, rho=0.99, epsilon=1e-8)  # noqa: E731
+    model.compile(make(1e-3), make(1e-4))
+    rows, seconds = windowed_fit(model, data.make_dataset("sprites", RES, BATCH, seed=seed),
+                                 FLAGS.gan_steps)
+    return model, rows, seconds
+
+
+def table(title, runs, columns):
+    """runs: {label: (rows, seconds_per_step)} -> a Markdown table, one line per step."""
+    lines = [f"### {title}", "",
+             "| run | step | " + " | ".join(columns) + " | s/step |",
+             "| --- | ---: | " + " | ".join("---:" for _ in columns) + " | ---: |"]
+    for label, (rows, seconds) in runs.items():
+        for step, logs in rows.items():
+            values = " | ".join(f"{logs[c]:.4g}" for c in columns)
+            lines.append(f"| {label} | {step} | {values} | {seconds:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    results = os.path.join(FLAGS.out_dir, "results.txt")
+    encoder_path = os.path.join(FLAGS.out_dir, "encoder.keras")
+
+    def emit(text):
+        print(text, flush=True)
+        with open(results, "a") as f:
+            f.write(text + "\n")
+
+    emit(f"# init and optimiser comparison (sprites, {RES} px, batch {BATCH}); "
+         f"`{' '.join(sys.argv)}`\n")
+    for seed in map(int, FLAGS.seeds):
+        if "vae_init" in FLAGS.only or not os.path.exists(encoder_path):
+            runs = {}
+            for init in (["keras", "authors"] if "vae_init" in FLAGS.only else ["authors"]):
+                model, rows, seconds = train_vae(init, seed)
+                runs[f"init={init}, seed {seed}"] = (rows, seconds)
+                if init == "authors" and not os.path.exists(encoder_path):
+                    model.encoder.save(encoder_path)
+            emit(table(f"beta-VAE, {FLAGS.vae_steps} steps (loss = reconstruction + 8 KL)",
+                       runs, ["loss", "reconstruction", "kl"]))
+        gan = {}  # (init, optimizer) -> (model, rows, seconds per step)
+        if "gan_init" in FLAGS.only:
+            for init in ("keras", "authors"):
+                gan[init, "pytorch"] = train_gan(encoder_path, init, "pytorch", seed)
+            emit(table(f"ID-GAN init, {FLAGS.gan_steps} steps, PyTorch's RMSprop",
+                       {f"init={i}, seed {seed}": gan[i, "pytorch"][1:] for i, _ in gan},
+                       ["d_loss", "g_loss", "r1", "distill_nll"]))
+        if "optimizer" in FLAGS.only:
+            runs = {}
+            for optimizer in ("keras", "pytorch"):
+                key = (FLAGS.optimizer_init, optimizer)
+                if key not in gan:
+                    gan[key] = train_gan(encoder_path, *key, seed)
+                runs[f"{optimizer} RMSprop, seed {seed}"] = gan[key][1:]
+                path = os.path.join(FLAGS.out_dir, optimizer, "generator.keras")
+                if not os.path.exists(path):
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    gan[key][0].generator_ema.save(path)
+            emit(table(f"ID-GAN optimiser, {FLAGS.gan_steps} steps, "
+                       f"init={FLAGS.optimizer_init}", runs,
+                       ["d_loss", "g_loss", "r1", "distill_nll"]))
+    print(f"Wrote {results}")
+
+
+if __name__ == "__main__":
+    app.run(main)
