@@ -6,17 +6,20 @@ are with the ground-truth factors (disentanglement_lib's definitions); L_I is th
 lower bound of I(c; G(s)). Everything up to `evaluate` needs only tensorflow, keras and numpy.
 
     python metrics.py --vae=RUN [--idgan=RUN] [--num_samples=50000] [--out=PATH]
-        [--classifier=PATH] [--inception_weights=imagenet|PATH]
+        [--classifier=PATH] [--inception_weights=imagenet|PATH]   (plan and progress on
+        stderr, the metrics as JSON on stdout)
 """
 import importlib
 import json
 import os
+import pathlib
 import sys
+import time
 
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import app, flags
 
 
 # --- Frechet distance and streaming feature statistics (FID, Heusel et al. 2017) ----------
@@ -116,9 +119,9 @@ def build_factor_classifier(image_shape, factor_names, factor_sizes):
     return keras.Model(images, heads, name="factor_classifier")
 
 
-def train_factor_classifier(ground_truth_data, steps=5000, batch_size=64, seed=0):
+def train_factor_classifier(ground_truth_data, steps=5000, batch_size=64, seed=0, progress=None):
     """The classifier whose penultimate features define FID on ground-truth data, and
-    {factor name: its accuracy on 1024 fresh samples}."""
+    {factor name: its accuracy on 1024 fresh samples}; progress(step) after each step."""
     rng = np.random.default_rng(seed)
     keras.utils.set_random_seed(seed)
     names = ground_truth_data.factor_names
@@ -126,9 +129,11 @@ def train_factor_classifier(ground_truth_data, steps=5000, batch_size=64, seed=0
     classifier = build_factor_classifier(example.shape[1:], names, ground_truth_data.factor_sizes)
     classifier.compile(keras.optimizers.Adam(1e-3),
                        loss={name: "sparse_categorical_crossentropy" for name in names})
-    for _ in range(steps):
+    for step in range(steps):
         factors, images = ground_truth_data.sample(batch_size, rng)
         classifier.train_on_batch(images, dict(zip(names, factors.T)))
+        if progress:
+            progress(step + 1)
     return classifier, factor_classifier_accuracy(classifier, ground_truth_data, rng)
 
 
@@ -140,22 +145,47 @@ def factor_classifier_accuracy(classifier, ground_truth_data, rng, num_samples=1
             for k, name in enumerate(ground_truth_data.factor_names)}
 
 
-def load_or_train_factor_classifier(path, ground_truth_data, steps=5000, batch_size=64, seed=0):
-    """Loads the classifier saved at `path`, else trains it and saves it there (atomically)."""
-    if os.path.exists(path):
-        return keras.models.load_model(path, compile=False)
-    classifier, accuracy = train_factor_classifier(ground_truth_data, steps, batch_size, seed)
-    logging.info("factor classifier accuracy on fresh samples: %s", accuracy)
-    temporary = f"{path}.tmp{os.getpid()}.keras"
-    classifier.save(temporary)
+def load_or_train_factor_classifier(path, ground_truth_data, steps=5000, batch_size=64, seed=0,
+                                    dataset=None, progress=None):
+    """(classifier, record). The cache is `path` and a sidecar (path with .json for .keras)
+    recording its training (dataset, steps, batch_size, seed) and accuracy on fresh samples:
+    it is loaded when that training is the one asked for, else retrained and overwritten."""
+    key = dict(dataset=dataset, steps=steps, batch_size=batch_size, seed=seed)
+    sidecar = os.path.splitext(path)[0] + ".json"
+    try:
+        with open(sidecar) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        record = {}
+    if os.path.exists(path) and {name: record.get(name) for name in key} == key:
+        return keras.models.load_model(path, compile=False), dict(record, cached=True)
+    classifier, accuracy = train_factor_classifier(ground_truth_data, steps, batch_size, seed,
+                                                   progress)
+    if os.path.exists(sidecar):
+        os.remove(sidecar)  # first: an old sidecar must never describe the new model
+    _save(path, classifier.save)
+    _save(sidecar, dict(key, accuracy=accuracy))
+    return classifier, dict(key, accuracy=accuracy, cached=False)
+
+
+def _save(path, value):
+    """value(path) or `value` as JSON, written beside and renamed: never a half-written file."""
+    temporary = f"{path}.tmp{os.getpid()}{os.path.splitext(path)[1]}"  # Keras needs .keras
+    if callable(value):
+        value(temporary)
+    else:
+        pathlib.Path(temporary).write_text(json.dumps(value, indent=2))
     os.replace(temporary, path)
-    return classifier
 
 
 def _resized(images, model):
-    """Images area-resized (average pooling, for whole factors) to a model's input size."""
+    """Images resized to a model's input size as stage 2 trains (idgan.encoder_view): average
+    pooling ("area") by whole factors, else antialiased bilinear."""
     images, size = tf.convert_to_tensor(images, tf.float32), tuple(model.input_shape[1:3])
-    return images if tuple(images.shape[1:3]) == size else tf.image.resize(images, size, "area")
+    if tuple(images.shape[1:3]) == size:
+        return images
+    whole = images.shape[1] % size[0] == 0 and images.shape[2] % size[1] == 0
+    return tf.image.resize(images, size, "area" if whole else "bilinear", antialias=not whole)
 
 
 def classifier_features_fn(classifier):
@@ -203,14 +233,15 @@ def factor_vae_score(ground_truth_data, encode_fn, rng, num_variance=10_000, bat
                      num_train=10_000, num_eval=5_000):
     """FVM: accuracy of a majority-vote classifier from (argmin code dim -> fixed factor) votes.
 
-    Defaults follow disentanglement_lib; the paper's text uses batches of 100 and 800
-    training votes. encode_fn maps observations to mean codes (n, d).
+    Defaults follow disentanglement_lib (its score: eval_accuracy); FVM_PROTOCOLS holds the
+    paper's too. num_eval=0 casts no held-out votes. encode_fn: observations -> mean codes (n, d).
     """
     _, codes = _encode_samples(ground_truth_data, encode_fn, num_variance, rng)
     global_variances = np.var(codes, axis=0, ddof=1)
     active = np.flatnonzero(np.sqrt(global_variances) >= 0.05)  # collapsed dims cast no vote
     if active.size == 0:
-        return dict(train_accuracy=0.0, eval_accuracy=0.0, num_active_dims=0)
+        return dict(train_accuracy=0.0, **({"eval_accuracy": 0.0} if num_eval else {}),
+                    num_active_dims=0)
     num_factors = len(ground_truth_data.factor_sizes)
 
     def votes(num_votes):
@@ -233,11 +264,18 @@ def factor_vae_score(ground_truth_data, encode_fn, rng, num_variance=10_000, bat
 
     train_votes = votes(num_train)
     classifier = np.argmax(train_votes, axis=1)  # each code dim -> its most voted factor
-    eval_votes = votes(num_eval)
-    dims = np.arange(active.size)
-    return dict(train_accuracy=float(train_votes[dims, classifier].sum() / num_train),
-                eval_accuracy=float(eval_votes[dims, classifier].sum() / num_eval),
-                num_active_dims=int(active.size))
+    accuracy = lambda table, n: float(table[np.arange(active.size), classifier].sum() / n)  # noqa
+    scores = dict(train_accuracy=accuracy(train_votes, num_train))
+    if num_eval:
+        scores["eval_accuracy"] = accuracy(votes(num_eval), num_eval)
+    return dict(scores, num_active_dims=int(active.size))
+
+
+# Both FVM protocols of SPEC.md "Metrics": disentanglement_lib's (score = eval accuracy) and
+# the paper's appendix C.1 (score = train accuracy; no held-out votes). evaluate() reports both.
+FVM_PROTOCOLS = {
+    "factor_vae_score": dict(num_variance=10_000, batch_size=64, num_train=10_000, num_eval=5_000),
+    "factor_vae_score_paper": dict(num_variance=10_000, batch_size=100, num_train=800, num_eval=0)}
 
 
 def _histogram_discretize(codes, num_bins):
@@ -328,7 +366,97 @@ def distill_lower_bound(generator, encoder, real_batches, num_samples=10_000, se
     return -total / count
 
 
-# --- Evaluating stage-1 / stage-2 run directories -----------------------------------------
+# ==========================================================================================
+# Evaluating run directories: sizes, time estimates, progress, `evaluate` and the command line.
+# Only this part imports the project's data.py (lazily).
+
+# Rough seconds per unit on our 2-core CPU (benchmarks/metrics.py --stages): a classifier step
+# (batch 64), an encoded sprite, a real / VAE / ID-GAN image to classifier features and an L_I
+# sample (64 px sprites), InceptionV3 features, a ResNet generator image at 64 px.
+SECONDS = dict(classifier_step=0.026, encode=2.2e-4, real=3.5e-4, vae=8e-4, idgan=1.1e-3,
+               l_i=8e-4, inception=0.057, resnet_64=0.0085)
+FVM_STAGES = {"factor_vae_score": "FactorVAE metric, disentanglement_lib's protocol",
+              "factor_vae_score_paper": "FactorVAE metric, the paper's protocol"}
+
+
+def sample_size_error(num_samples, ground_truth, flag="num_samples"):
+    """None when num_samples makes every metric well-defined, else the one-line reason."""
+    minimum, why = ((32, "MIG needs every factor to vary among the samples") if ground_truth
+                    else (2, "FID needs two samples for a covariance"))
+    if num_samples < minimum:  # a 3-valued factor stays constant in 32 samples w.p. 3^-31
+        return f"{flag}={num_samples} must be at least {minimum} ({why})"
+    return None
+
+
+def _fvm_sizes(name, num_samples):
+    """The protocol's sizes capped by num_samples (not its batch size), and images encoded."""
+    sizes = {k: v if k == "batch_size" else min(v, num_samples)
+             for k, v in FVM_PROTOCOLS[name].items()}
+    return sizes, sizes["num_variance"] + sizes["batch_size"] * (sizes["num_train"] +
+                                                                 sizes["num_eval"])
+
+
+def _duration(seconds):
+    return (f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400
+            else f"{seconds / 3600:.1f} h")
+
+
+def describe_evaluation(num_samples, ground_truth, has_idgan, res=64, disentanglement=True,
+                        classifier_steps=5000):
+    """One paragraph: what evaluate() computes, in order, and roughly how long it takes on a
+    2-core CPU (res: the ID-GAN's; the estimate scales generators with it)."""
+    n, s, scale = num_samples, SECONDS, (res / 64) ** 2
+    stages = []  # (stage, count, unit, seconds)
+    if ground_truth:
+        steps = min(classifier_steps, n)
+        stages.append(("factor classifier training", steps, "steps", steps * s["classifier_step"]))
+        for name in FVM_STAGES if disentanglement else ():
+            images = _fvm_sizes(name, n)[1]
+            stages.append((FVM_STAGES[name], images, "images", images * s["encode"]))
+        if disentanglement:
+            stages.append(("MIG", min(10_000, n), "images", min(10_000, n) * s["encode"]))
+        real, vae, idgan, l_i = s["real"], s["vae"], s["idgan"] * scale, s["l_i"] * scale
+    else:
+        generator, inception = s["resnet_64"] * scale ** 1.1, s["inception"]
+        real, vae, idgan, l_i = inception, inception, inception + generator, generator
+    stages += [("FID, real images", n, "images", n * real),
+               ("FID, VAE samples", n, "images", n * vae)]
+    if has_idgan:
+        stages += [(f"FID, real images at {res} px", n, "images", n * real)] if res != 64 else []
+        stages += [("FID, ID-GAN samples", n, "images", n * idgan), ("L_I", n, "samples", n * l_i)]
+    parts = [f"{stage} ({count:,} {unit}, ~{_duration(seconds)})"
+             for stage, count, unit, seconds in stages]
+    return (f"Evaluation on {n:,} samples: {', '.join(parts)}; roughly "
+            f"{_duration(sum(stage[-1] for stage in stages))} on an idle 2-core CPU"
+            + (" (less with a cached factor classifier)." if ground_truth else "."))
+
+
+class _Progress:
+    """Counts work done; logs 'stage: done/total unit, elapsed, ~left' at most every 30 s,
+    and a last line at end()."""
+
+    def __init__(self, log, stage, total, unit="images"):
+        self.log, self.stage, self.total, self.unit = log, stage, total, unit
+        self.start = self.last = time.monotonic()
+        self.done = 0
+
+    def __call__(self, done):
+        self.done, now = done, time.monotonic()
+        if 0 < done < self.total and now - self.last >= 30:
+            self.last, spent = now, now - self.start
+            self.log(f"  {self.stage}: {done:,}/{self.total:,} {self.unit}, {_duration(spent)} "
+                     f"elapsed, ~{_duration(spent * (self.total - done) / done)} left")
+
+    def counting(self, fn):
+        """fn, counting len(batch) done per call fn(batch)."""
+        return lambda batch: (fn(batch), self(self.done + len(batch)))[0]
+
+    def end(self, note=""):
+        done = f"{self.done:,}/" if 0 < self.done < self.total else ""
+        spent = _duration(time.monotonic() - self.start)
+        self.log(f"  {self.stage}: {done}{self.total:,} {self.unit} in {spent}{note}")
+
+
 def _load_run(run, names, keys):
     """The run's flags.json, after checking that it holds the files `names` and flags `keys`."""
     for name in ("flags.json",) + names:
@@ -342,79 +470,144 @@ def _load_run(run, names, keys):
     return run_flags
 
 
+def _load_runs(vae_run, idgan_run):
+    """[(flags, (dataset, data_dir, painting))] of the VAE run and the ID-GAN run if any; the
+    ID-GAN's data is its own, fields it lacks taken from stage 1 (as train_idgan.py does)."""
+    vae = _load_run(vae_run, ("encoder.keras", "decoder.keras"), ("dataset", "res", "c_dim"))
+    runs = [vae] + ([_load_run(idgan_run, ("generator.keras",), ("res",))] if idgan_run else [])
+    return [(run, tuple(run.get(k, vae.get(k)) for k in ("dataset", "data_dir", "painting")))
+            for run in runs]
+
+
+def _size_error(runs, num_samples, flag="num_samples"):
+    has_ground_truth = importlib.import_module("data").has_ground_truth
+    return sample_size_error(num_samples, any(has_ground_truth(s[0]) for _, s in runs), flag)
+
+
+def _fid_features(data, source, path, steps, seed, inception_weights, log):
+    """(features_fn, description, classifier record or None) for FID on one dataset."""
+    name, data_dir, painting = source
+    if not data.has_ground_truth(name):
+        return (inception_features_fn(inception_weights),
+                "Keras InceptionV3: ranks models, not pytorch-fid's values", None)
+    progress = _Progress(log, f"factor classifier training ({name})", steps, "steps")
+    classifier, record = load_or_train_factor_classifier(
+        path, data.ground_truth_data(name, data_dir=data_dir, painting=painting), steps,
+        seed=seed, dataset=name + (f" (painting {painting})" if painting else ""),
+        progress=progress)
+    progress.end() if not record["cached"] else log(f"  factor classifier: cached {path}")
+    return classifier_features_fn(classifier), "factor classifier", dict(record, path=path)
+
+
+def _disentanglement(truth, encode, rng, num_samples, log):
+    """FVM under both protocols and MIG, their sizes capped by num_samples."""
+    results = {}
+    for name, stage in FVM_STAGES.items():
+        sizes, images = _fvm_sizes(name, num_samples)
+        progress = _Progress(log, stage, images)
+        score = factor_vae_score(truth, progress.counting(encode), rng, **sizes)
+        progress.end("" if score["num_active_dims"] else " (no code dim has std >= 0.05: 0)")
+        results[name] = dict(score, score=score.get("eval_accuracy", score["train_accuracy"]),
+                             **sizes)
+    progress = _Progress(log, "MIG", min(10_000, num_samples))
+    results["mig"] = compute_mig(truth, progress.counting(encode), rng, progress.total)
+    progress.end()
+    return results
+
+
 def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=None,
              classifier_path=None, classifier_steps=5000, inception_weights="imagenet", seed=0,
-             disentanglement=True):
-    """FVM and MIG (ground-truth datasets), FIDs of VAE and ID-GAN samples, and L_I, written
-    to `out` (default: metrics.json in the ID-GAN run, else the VAE run).
+             disentanglement=True, log=print):
+    """FVM (both protocols) and MIG on the encoder's dataset, FIDs of VAE and ID-GAN samples,
+    and L_I, written to `out` (default: metrics.json in the ID-GAN run, else the VAE run).
 
-    num_samples counts FID and L_I samples and caps the other sizes (FVM, MIG, classifier
-    steps; their defaults are the paper's). The factor classifier is cached at
-    classifier_path (default VAE_RUN/factor_classifier.keras): share one to compare runs.
-    disentanglement=False skips FVM and MIG (when comparing generators on one encoder).
+    The ID-GAN may have another dataset than the encoder (CelebA -> CelebA-HQ) with the
+    encoder's channels: its FID and its codes c then come from its flags.json's data, resized
+    to the encoder's input as in training. num_samples counts FID and L_I samples and caps
+    FVM, MIG and classifier sizes. The factor classifier is cached at classifier_path
+    (default VAE_RUN/factor_classifier.keras; another dataset's as ..._<dataset>.keras).
+    disentanglement=False skips FVM and MIG. log(line) gets the plan with a time estimate
+    and progress lines (lambda line: None for quiet).
     """
-    vae_flags = _load_run(vae_run, ("encoder.keras", "decoder.keras"), ("dataset", "res", "c_dim"))
-    name, vae_res = vae_flags["dataset"], vae_flags["res"]
-    if idgan_run:
-        idgan_flags = _load_run(idgan_run, ("generator.keras",), ("res",))
-        if idgan_flags.get("dataset", name) != name:
-            raise ValueError(f"{idgan_run} and {vae_run} were trained on different datasets")
     data = importlib.import_module("data")  # the project's datasets; nothing above needs it
-    data_dir, painting = vae_flags.get("data_dir"), vae_flags.get("painting")
-    rng = np.random.default_rng(seed)
-    encoder = keras.models.load_model(os.path.join(vae_run, "encoder.keras"), compile=False)
-    decoder = keras.models.load_model(os.path.join(vae_run, "decoder.keras"), compile=False)
-    results = dict(dataset=name, vae=vae_run, idgan=idgan_run, num_samples=num_samples)
+    runs = _load_runs(vae_run, idgan_run)
+    (vae_flags, source), (idgan_flags, idgan_source) = runs[0], (runs + [({}, None)])[1]
+    error = _size_error(runs, num_samples)
+    if error or batch_size < 1 or classifier_steps < 1:
+        raise ValueError(error or f"batch_size={batch_size} and classifier_steps="
+                         f"{classifier_steps} must be positive")
+    load = lambda run, name: keras.models.load_model(os.path.join(run, name), compile=False)  # noqa
+    encoder, decoder = load(vae_run, "encoder.keras"), load(vae_run, "decoder.keras")
+    generator = load(idgan_run, "generator.keras") if idgan_run else None
+    if generator is not None and generator.output_shape[-1] != encoder.input_shape[-1]:
+        raise ValueError(f"{idgan_run} makes {generator.output_shape[-1]}-channel images "
+                         f"({idgan_source[0]}) but the encoder of {vae_run} takes "
+                         f"{encoder.input_shape[-1]} channels ({source[0]})")
+    ground_truth, vae_res = data.has_ground_truth(source[0]), vae_flags["res"]
+    res = idgan_flags.get("res", vae_res)
+    log(describe_evaluation(num_samples, ground_truth, bool(idgan_run), res, disentanglement,
+                            classifier_steps))
+    rng, steps = np.random.default_rng(seed), min(classifier_steps, num_samples)
+    classifier_path = classifier_path or os.path.join(vae_run, "factor_classifier.keras")
+    features_fn, fid_features, record = _fid_features(
+        data, source, classifier_path, steps, seed, inception_weights, log)
+    results = dict(dataset=source[0], vae=vae_run, idgan=idgan_run, num_samples=num_samples,
+                   fid_features=fid_features)
+    if record:
+        results["factor_classifier"] = record
+    if ground_truth and disentanglement:  # on the encoder's own dataset
+        truth = data.ground_truth_data(source[0], data_dir=source[1], painting=source[2])
+        results.update(_disentanglement(truth, lambda images: _posterior(encoder, images)[0],
+                                        rng, num_samples, log))
 
-    def dataset(res, shift=0):
+    def statistics(stage, features_fn, real_batches=None, generate=None):
+        progress = _Progress(log, stage, num_samples)
+        counted = progress.counting(features_fn)
+        stats = (generated_statistics(generate, counted, num_samples, batch_size) if generate
+                 else real_statistics(real_batches, counted, num_samples))
+        progress.end()
+        return stats
+
+    def dataset(source, res, shift=0):
+        name, data_dir, painting = source
         return data.make_dataset(name, res, batch_size, data_dir=data_dir, seed=seed + shift,
                                  painting=painting)
 
-    if data.has_ground_truth(name):
-        ground_truth = data.ground_truth_data(name, data_dir=data_dir, painting=painting)
-        encode = lambda images: _posterior(encoder, images)[0]  # noqa: E731
-        cap = lambda default: min(default, num_samples)  # noqa: E731
-        if disentanglement:
-            results["factor_vae_score"] = factor_vae_score(
-                ground_truth, encode, rng, num_variance=cap(10_000), num_train=cap(10_000),
-                num_eval=cap(5_000))
-            results["mig"] = compute_mig(ground_truth, encode, rng, num_samples=cap(10_000))
-        classifier = load_or_train_factor_classifier(
-            classifier_path or os.path.join(vae_run, "factor_classifier.keras"), ground_truth,
-            steps=cap(classifier_steps), seed=seed)
-        features_fn = classifier_features_fn(classifier)
-        results["fid_features"] = "factor classifier"
-    else:
-        features_fn = inception_features_fn(inception_weights)
-        results["fid_features"] = "Keras InceptionV3: ranks models, not pytorch-fid's values"
-    real = {vae_res: real_statistics(dataset(vae_res), features_fn, num_samples)}
-    c_dim = vae_flags["c_dim"]
-    vae_samples = generated_statistics(
-        lambda n: decoder(rng.standard_normal((n, c_dim)).astype(np.float32), training=False),
-        features_fn, num_samples, batch_size)
-    results["fid_vae"] = frechet_distance(*real[vae_res], *vae_samples)
-    if idgan_run:
-        generator = keras.models.load_model(os.path.join(idgan_run, "generator.keras"),
-                                            compile=False)
-        res = idgan_flags["res"]
-        if res not in real:
-            real[res] = real_statistics(dataset(res), features_fn, num_samples)
-        posterior_images = iter(dataset(vae_res, shift=1))  # endless batches
-        uses_codes = generator.inputs[1].shape[-1] > 0  # c of width 0: the plain GAN
+    real = statistics("FID, real images", features_fn, dataset(source, vae_res))
+    results["fid_vae"] = frechet_distance(*real, *statistics(
+        "FID, VAE samples", features_fn, generate=lambda n: decoder(
+            rng.standard_normal((n, vae_flags["c_dim"])).astype(np.float32), training=False)))
+    if not idgan_run:
+        _save(out or os.path.join(vae_run, "metrics.json"), results)
+        return results
+    name, _, painting = idgan_source
+    results["idgan_dataset"] = name
+    if (name, painting) != (source[0], source[2]) and (
+            ground_truth or data.has_ground_truth(name)):  # else the same network serves
+        path = f"{os.path.splitext(classifier_path)[0]}_{name}.keras"
+        features_fn, fid_features, record = _fid_features(
+            data, idgan_source, path, steps, seed, inception_weights, log)
+        if record:
+            results["idgan_factor_classifier"] = record
+    results["fid_idgan_features"] = fid_features
+    if (idgan_source, res) != (source, vae_res):
+        real = statistics(f"FID, real images at {res} px ({name})", features_fn,
+                          dataset(idgan_source, res))
+    posterior_images = iter(dataset(idgan_source, res, shift=1))  # endless, as in training
+    uses_codes = generator.inputs[1].shape[-1] > 0  # c of width 0: the plain GAN
 
-        def generate(n):  # c from the aggregated posterior, as in stage-2 training
-            c = _sample_code(encoder, next(posterior_images)[:n], rng)
-            return _generate(generator, c if uses_codes else np.zeros((n, 0)), rng)
+    def generate(n):  # c from the aggregated posterior, as in stage-2 training
+        c = _sample_code(encoder, next(posterior_images)[:n], rng)
+        return _generate(generator, c if uses_codes else np.zeros((n, 0)), rng)
 
-        idgan_samples = generated_statistics(generate, features_fn, num_samples, batch_size)
-        results["fid_idgan"] = frechet_distance(*real[res], *idgan_samples)
-        if uses_codes:
-            results["l_i"] = distill_lower_bound(generator, encoder, posterior_images,
-                                                 num_samples, seed)
-    path = out or os.path.join(idgan_run or vae_run, "metrics.json")
-    with open(path + ".tmp", "w") as f:  # write, then rename: never a half-written file
-        json.dump(results, f, indent=2)
-    os.replace(path + ".tmp", path)
+    results["fid_idgan"] = frechet_distance(
+        *real, *statistics("FID, ID-GAN samples", features_fn, generate=generate))
+    if uses_codes:
+        progress = _Progress(log, "L_I", num_samples, "samples")
+        batches = map(progress.counting(lambda batch: batch), posterior_images)
+        results["l_i"] = distill_lower_bound(generator, encoder, batches, num_samples, seed)
+        progress.end()
+    _save(out or os.path.join(idgan_run, "metrics.json"), results)
     return results
 
 
@@ -422,7 +615,8 @@ def _define_flags():
     """Defined only when run as a script, so importing metrics registers no flags."""
     flags.DEFINE_string("vae", None, "Stage-1 run: flags.json, encoder.keras, decoder.keras.")
     flags.DEFINE_string("idgan", None, "Optional stage-2 run: flags.json, generator.keras.")
-    flags.DEFINE_integer("num_samples", 50_000, "Real and generated images for FID and L_I.")
+    flags.DEFINE_integer("num_samples", 50_000, "Real and generated images for FID and L_I; "
+                         "also caps FVM / MIG / factor classifier sizes.")
     flags.DEFINE_string("out", None, "Output JSON (default: metrics.json in the last run given).")
     flags.DEFINE_string("classifier", None,
                         "Factor classifier cache (default: VAE_RUN/factor_classifier.keras).")
@@ -447,10 +641,14 @@ def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}")
     FLAGS = flags.FLAGS
-    try:
+    try:  # sizes first, named by the flag; progress on stderr, the JSON alone on stdout
+        error = _size_error(_load_runs(FLAGS.vae, FLAGS.idgan), FLAGS.num_samples, "--num_samples")
+        if error:
+            _fail(error)
         results = evaluate(FLAGS.vae, FLAGS.idgan, num_samples=FLAGS.num_samples, out=FLAGS.out,
                            classifier_path=FLAGS.classifier,
-                           inception_weights=FLAGS.inception_weights)
+                           inception_weights=FLAGS.inception_weights,
+                           log=lambda line: print(line, file=sys.stderr))
     except (ImportError, OSError, ValueError, RuntimeError) as error:
         _fail(error)
     print(json.dumps(results, indent=2))

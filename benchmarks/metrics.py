@@ -1,7 +1,9 @@
 """Timings of metrics.py: frechet_distance at d = 2048 beside scipy.linalg.sqrtm's route,
-and mig on 10,000 x 10 codes with 5 factors (median of a few runs each).
+and mig on 10,000 x 10 codes with 5 factors (median of a few runs each); with --stages, the
+seconds per unit of each evaluation stage that metrics.SECONDS holds for the time estimates
+of metrics.describe_evaluation (untrained 64 px color_sprites networks, a few minutes).
 
-    python benchmarks/metrics.py
+    python benchmarks/metrics.py [--stages]
 """
 import os
 import sys
@@ -30,7 +32,56 @@ def scipy_frechet(mu1, sigma1, mu2, sigma2):
     return np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
 
 
+def stage_seconds():
+    """Seconds per unit of evaluate()'s stages, timed through metrics.py's own functions."""
+    import data
+    import idgan
+    import vae
+    truth, rng = data.ground_truth_data("color_sprites"), np.random.default_rng(0)
+    encoder = vae.build_encoder(10, 64, 3)
+    decoder = vae.image_decoder(vae.build_decoder(10, 64, 3))
+    generator = idgan.build_conv_generator(10, 0, 64, 3)
+    encode = lambda x: 1e6 * metrics._posterior(encoder, x)[0]  # noqa: E731 (every dim active)
+    images = iter(data.make_dataset("color_sprites", 64, 100, seed=1))
+    sprites = lambda n: metrics._generate(  # noqa: E731
+        generator, metrics._sample_code(encoder, next(images)[:n], rng), rng)
+    inception = metrics.inception_features_fn(weights=None)
+    noise = np.random.default_rng(0).uniform(size=(50, 64, 64, 3)).astype(np.float32)
+    resnet = idgan.build_resnet_generator(10, 256, 64)
+    z, c = np.zeros((50, 256), np.float32), np.zeros((50, 10), np.float32)
+
+    def per_unit(run, units):
+        """Marginal seconds per unit: run(units) less run(units / 10), after a warm-up."""
+        timings = []
+        for n in (units // 10, units // 10, units):
+            start = time.perf_counter()
+            run(n)
+            timings.append(time.perf_counter() - start)
+        return (timings[2] - timings[1]) / (units - units // 10)
+
+    classifier = metrics.train_factor_classifier(truth, steps=2)[0]
+    features = metrics.classifier_features_fn(classifier)
+    measured = dict(
+        classifier_step=per_unit(lambda n: metrics.train_factor_classifier(truth, steps=n), 200),
+        encode=per_unit(lambda n: metrics.factor_vae_score(
+            truth, encode, rng, num_variance=1024, num_train=n // 64, num_eval=0), 64 * 200),
+        real=per_unit(lambda n: metrics.real_statistics(
+            data.make_dataset("color_sprites", 64, 100), features, n), 5000),
+        vae=per_unit(lambda n: metrics.generated_statistics(lambda m: decoder(
+            rng.standard_normal((m, 10)).astype(np.float32)), features, n, 100), 5000),
+        idgan=per_unit(lambda n: metrics.generated_statistics(sprites, features, n, 100), 5000),
+        l_i=per_unit(lambda n: metrics.distill_lower_bound(generator, encoder, images, n), 5000),
+        inception=per_unit(lambda n: [inception(noise) for _ in range(n // 50)], 300),
+        resnet_64=per_unit(lambda n: [resnet([z, c]) for _ in range(n // 50)], 200))
+    for name, seconds in measured.items():
+        print(f"{name}: {seconds:.2e} s per unit here, metrics.SECONDS {metrics.SECONDS[name]:.2e}")
+
+
 def main():
+    if sys.argv[1:] == ["--stages"]:
+        return stage_seconds()
+    if sys.argv[1:]:
+        sys.exit(f"metrics.py: error: unexpected arguments {sys.argv[1:]}; only --stages")
     rng = np.random.default_rng(0)
     d = 2048
     features = [np.maximum(rng.normal(size=(4096, d)) @ rng.normal(size=(d, d)) / 45 + 0.3 * i, 0)

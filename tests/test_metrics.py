@@ -224,6 +224,29 @@ def test_scores_invariant_to_permuting_and_rescaling_code_dims():
     assert mig == pytest.approx(plain[1], rel=1e-12)  # equal up to summation order
 
 
+def test_fvm_protocols_disentanglement_lib_and_paper():
+    """The paper's protocol votes 800 times on batches of 100 with one factor fixed (after
+    10,000 observations for the global variances); disentanglement_lib's 10,000 + 5,000 times
+    on batches of 64. Factor copies score 1 under both."""
+    data, noise, seen = FactorsAsObservations(), np.random.default_rng(8), []
+
+    def encode(observations):
+        seen.append(observations.reshape(len(observations), -1))
+        return factor_codes(observations, noise)
+
+    expected = dict(factor_vae_score=(64, 15_000), factor_vae_score_paper=(100, 800))
+    for name, (batch, votes) in expected.items():
+        seen.clear()
+        score = metrics.factor_vae_score(data, encode, np.random.default_rng(0),
+                                         **metrics.FVM_PROTOCOLS[name])
+        observations = np.concatenate(seen)
+        assert len(observations) == 10_000 + batch * votes, name
+        batches = observations[10_000:].reshape(votes, batch, -1)
+        assert np.all(np.any(np.all(batches == batches[:, :1], axis=1), axis=1)), name
+        assert score["train_accuracy"] == 1.0 and score.get("eval_accuracy", 1.0) == 1.0
+    assert "eval_accuracy" not in score  # the paper's score is its train accuracy
+
+
 def test_mig_errors():
     with pytest.raises(ValueError, match="at least two values"):
         metrics.mig(np.random.default_rng(0).normal(size=(10, 3)), np.zeros((10, 2), int))
@@ -246,14 +269,37 @@ def test_factor_classifier_learns_the_factors():
     assert features_fn(images).shape == (3, 256)
 
 
-def test_load_or_train_saves_then_loads(tmp_path):
-    path = str(tmp_path / "classifier.keras")
-    trained = metrics.load_or_train_factor_classifier(path, Squares(), steps=2, batch_size=8)
-    assert os.listdir(tmp_path) == ["classifier.keras"]  # no temporary file left behind
-    loaded = metrics.load_or_train_factor_classifier(path, None)  # no data needed to load
-    images = Squares().sample(4, np.random.default_rng(0))[1]
+class CountingSquares(Squares):
+    """Squares counting the training batches drawn (batches of `batch_size`) per call."""
+
+    def __init__(self, size=8, batch_size=8):
+        super().__init__(size)
+        self.batch_size, self.batches = batch_size, 0
+
+    def sample(self, num, rng):
+        self.batches += num == self.batch_size
+        return super().sample(num, rng)
+
+
+def test_classifier_cache_is_keyed_by_its_training(tmp_path, monkeypatch):
+    path, data = str(tmp_path / "classifier.keras"), CountingSquares()
+    trained, record = metrics.load_or_train_factor_classifier(path, data, steps=2, batch_size=8)
+    assert sorted(os.listdir(tmp_path)) == ["classifier.json", "classifier.keras"]  # no temp
+    assert data.batches == 2 and set(record["accuracy"]) == set(Squares.factor_names)
+    loaded, cached = metrics.load_or_train_factor_classifier(path, None, steps=2, batch_size=8)
+    images = Squares(8).sample(4, np.random.default_rng(0))[1]
     np.testing.assert_allclose(metrics.classifier_features_fn(loaded)(images),
                                metrics.classifier_features_fn(trained)(images), rtol=1e-6)
+    assert cached["accuracy"] == record["accuracy"]  # from the sidecar, as measured
+    trainings = []
+    monkeypatch.setattr(metrics, "train_factor_classifier", lambda *args: (
+        trainings.append(args[1:4]) or (trained, {"x": 1.0})))
+    for other in (dict(steps=3), dict(seed=1), dict(batch_size=4), dict(dataset="other"),
+                  dict(dataset="other")):
+        asked = dict(dict(steps=2, batch_size=8, seed=0), **other)
+        metrics.load_or_train_factor_classifier(path, data, **asked)
+        assert trainings[-1] == (asked["steps"], asked["batch_size"], asked["seed"])
+    assert len(trainings) == 4  # each other training retrains; the same one again is reused
 
 
 def test_inception_features_shapes_for_gray_and_rgb():
@@ -273,6 +319,31 @@ def test_inception_weights_errors(monkeypatch, tmp_path):
     monkeypatch.setattr(keras.applications, "InceptionV3", no_network)
     with pytest.raises(RuntimeError, match="'imagenet'.*local .h5"):
         metrics.inception_features_fn()
+
+
+def test_describe_evaluation_closed_form_sizes():
+    text = metrics.describe_evaluation(50_000, ground_truth=True, has_idgan=True)
+    for part in ("factor classifier training (5,000 steps", "970,000 images",  # 10k + 64 x 15k
+                 "90,000 images", "MIG (10,000 images", "FID, ID-GAN samples (50,000 images",
+                 "L_I (50,000 samples"):
+        assert part in text, part
+    small = metrics.describe_evaluation(100, ground_truth=False, has_idgan=False)
+    assert "classifier" not in small and "FactorVAE" not in small and "ID-GAN" not in small
+    assert "FID, VAE samples (100 images" in small
+
+
+def test_progress_lines_report_elapsed_and_remaining(monkeypatch):
+    clock = iter(range(0, 1000, 40))  # each reading of the clock: 40 s later
+    monkeypatch.setattr(metrics.time, "monotonic", lambda: next(clock))
+    lines = []
+    progress = metrics._Progress(lines.append, "stage", 100)
+    double = progress.counting(lambda batch: 2 * batch)
+    assert list(double(np.ones(25))) == [2.0] * 25
+    double(np.ones(25))
+    progress.end()
+    assert lines == ["  stage: 25/100 images, 40 s elapsed, ~2 min left",  # 40 s x 75 / 25
+                     "  stage: 50/100 images, 80 s elapsed, ~80 s left",
+                     "  stage: 50/100 images in 2 min"]  # ended early: what was done
 
 
 # --- L_I ---------------------------------------------------------------------
@@ -336,13 +407,83 @@ def fake_runs(tmp_path, monkeypatch, ground_truth):
 
 def test_evaluate_ground_truth_runs(tmp_path, monkeypatch):
     vae, idgan = fake_runs(tmp_path, monkeypatch, ground_truth=True)
+    lines = []
     results = metrics.evaluate(str(vae), str(idgan), num_samples=50, batch_size=20,
-                               classifier_steps=2)
+                               classifier_steps=2, log=lines.append)
     assert json.loads((idgan / "metrics.json").read_text()) == results
     assert (vae / "factor_classifier.keras").exists()
     for key in ("mig", "fid_vae", "fid_idgan", "l_i"):
         assert np.isfinite(results[key]), key
     assert results["factor_vae_score"]["num_active_dims"] >= 1
+    assert set(results["factor_classifier"]["accuracy"]) == set(Squares.factor_names)
+    assert results["factor_classifier"]["steps"] == 2
+    # Stage by stage, with its closed-form size: FVM votes cast batches of 64 and 100.
+    for stage in ("factor classifier training (toy): 2 steps",
+                  "disentanglement_lib's protocol: 6,450 images",  # 50 + 64 x (50 + 50)
+                  "the paper's protocol: 5,050 images",  # 50 + 100 x 50
+                  "MIG: 50 images", "FID, real images: 50 images", "FID, VAE samples: 50 images",
+                  "FID, ID-GAN samples: 50 images", "L_I: 50 samples"):
+        assert any(stage in line for line in lines), (stage, lines)
+
+
+def test_evaluate_reuses_the_classifier_only_as_trained(tmp_path, monkeypatch):
+    vae, _ = fake_runs(tmp_path, monkeypatch, ground_truth=True)
+    truth = CountingSquares(8, batch_size=64)
+    monkeypatch.setattr(sys.modules["data"], "ground_truth_data", lambda name, **kwargs: truth)
+    run = lambda steps, num_samples=40: metrics.evaluate(  # noqa: E731
+        str(vae), num_samples=num_samples, batch_size=20, classifier_steps=steps,
+        disentanglement=False, log=lambda line: None)
+    first = run(2)
+    assert truth.batches == 2 and not first["factor_classifier"]["cached"]
+    again = run(2)
+    assert truth.batches == 2, "a cache trained as asked is reused"
+    assert again["factor_classifier"]["accuracy"] == first["factor_classifier"]["accuracy"]
+    assert json.loads((vae / "metrics.json").read_text())["factor_classifier"]["accuracy"] == \
+        first["factor_classifier"]["accuracy"]
+    run(4)
+    assert truth.batches == 2 + 4, "a cache trained for 2 steps is not reused for 4"
+    run(5000, num_samples=33)
+    assert truth.batches == 2 + 4 + 33, "num_samples caps the steps"
+
+
+def test_evaluate_gan_trained_on_another_dataset(tmp_path, monkeypatch):
+    """An encoder of `toy` (8 px) and a GAN of `other` (16 px, both 1 channel): the GAN's FID
+    and its codes come from `other`. Its generator draws ones, exactly `other`'s images, so
+    its FID is 0 (equal features: equal means, zero covariances)."""
+    vae, idgan = fake_runs(tmp_path, monkeypatch, ground_truth=True)
+    fake_data, calls = sys.modules["data"], []
+    toy = fake_data.make_dataset
+
+    def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None):
+        calls.append((name, res, seed))
+        if name == "toy":
+            return toy(name, res, batch_size, seed=seed)
+        return tf.data.Dataset.from_tensors(tf.ones((batch_size, res, res, 1))).repeat()
+
+    monkeypatch.setattr(fake_data, "make_dataset", make_dataset)
+    (idgan / "flags.json").write_text(json.dumps(dict(dataset="other", res=16, data_dir=None)))
+    z, c = keras.Input((2,)), keras.Input((3,))
+    ones = keras.layers.Dense(256, activation="tanh", kernel_initializer="zeros",
+                              bias_initializer=keras.initializers.Constant(20.0))  # tanh(20) = 1
+    image = ones(keras.layers.Concatenate()([z, c]))
+    keras.Model([z, c], keras.layers.Reshape((16, 16, 1))(image)).save(idgan / "generator.keras")
+    results = metrics.evaluate(str(vae), str(idgan), num_samples=40, batch_size=20,
+                               classifier_steps=2, disentanglement=False, log=lambda line: None)
+    assert results["dataset"] == "toy" and results["idgan_dataset"] == "other"
+    assert abs(results["fid_idgan"]) < 1e-6
+    assert sorted(set(calls)) == [("other", 16, 0), ("other", 16, 1), ("toy", 8, 0)]
+    assert (vae / "factor_classifier_other.keras").exists()  # features trained on `other`
+    assert results["idgan_factor_classifier"]["dataset"] == "other"
+
+
+def test_evaluate_refuses_a_gan_of_other_channels(tmp_path, monkeypatch):
+    vae, idgan = fake_runs(tmp_path, monkeypatch, ground_truth=True)
+    z, c = keras.Input((2,)), keras.Input((3,))
+    image = keras.layers.Dense(16 * 16 * 3)(keras.layers.Concatenate()([z, c]))
+    keras.Model([z, c], keras.layers.Reshape((16, 16, 3))(image)).save(idgan / "generator.keras")
+    with pytest.raises(ValueError, match="3-channel images .* takes 1 channels"):
+        metrics.evaluate(str(vae), str(idgan), num_samples=40, log=lambda line: None)
+    assert sorted(os.listdir(vae)) == ["decoder.keras", "encoder.keras", "flags.json"]
 
 
 def test_evaluate_natural_images_uses_inception(tmp_path, monkeypatch):
@@ -353,12 +494,40 @@ def test_evaluate_natural_images_uses_inception(tmp_path, monkeypatch):
     assert "mig" not in results and "fid_idgan" not in results
 
 
-@pytest.mark.parametrize("arguments", [["--vae={run}"], [], ["--vae={run}", "--idgan={run}"]])
-def test_command_line_errors_are_one_line(tmp_path, arguments):
-    command = [sys.executable, "metrics.py"] + [a.format(run=tmp_path) for a in arguments]
+@pytest.mark.parametrize("ground_truth, num_samples", [(False, 1), (True, 31)])
+def test_evaluate_checks_sizes_first(tmp_path, monkeypatch, ground_truth, num_samples):
+    vae, _ = fake_runs(tmp_path, monkeypatch, ground_truth)
+    minimum = 32 if ground_truth else 2
+    with pytest.raises(ValueError, match=f"num_samples={num_samples} must be at least {minimum}"):
+        metrics.evaluate(str(vae), num_samples=num_samples)
+    assert sorted(os.listdir(vae)) == ["decoder.keras", "encoder.keras", "flags.json"]
+
+
+def run_directory(path, dataset):
+    """A stage-1 run directory as far as the command line reads it before evaluating."""
+    path.mkdir()
+    (path / "flags.json").write_text(json.dumps(dict(dataset=dataset, res=64, c_dim=10)))
+    (path / "encoder.keras").write_text(""), (path / "decoder.keras").write_text("")
+    return path
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--vae={empty}"], "has no flags.json"),
+    ([], "--vae"),
+    (["--vae={empty}", "--idgan={empty}"], "has no flags.json"),
+    (["--vae={celeba}", "--num_samples=0"], "--num_samples=0 must be at least 2 "),
+    (["--vae={celeba}", "--num_samples=1"], "--num_samples=1 must be at least 2 "),
+    (["--vae={sprites}", "--num_samples=31"], "--num_samples=31 must be at least 32 "),
+])
+def test_command_line_errors_are_one_line(tmp_path, arguments, message):
+    runs = dict(empty=tmp_path, celeba=run_directory(tmp_path / "celeba", "celeba"),
+                sprites=run_directory(tmp_path / "sprites", "sprites"))
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    command = [sys.executable, "metrics.py"] + [a.format(**runs) for a in arguments]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("metrics.py: error:")]
-    assert len(errors) == 1, result.stderr
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing written
