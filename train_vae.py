@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,12 +29,15 @@ import vae  # noqa: E402
 
 FLAGS = flags.FLAGS
 
-# Published settings (SPEC.md): per dataset family, the values a flag left unset takes.
+# Published settings (SPEC.md; the authors' scripts/run_*.sh): per dataset family, the
+# values a flag left unset takes. FactorVAE has no beta: its ELBO uses beta = 1.
 GROUND_TRUTH_DEFAULTS = dict(c_dim=10, beta=8.0, decoder="bernoulli", steps=300_000)
 NATURAL_DEFAULTS = dict(c_dim=20, beta=6.4, decoder="gaussian", steps=1_000_000)
-# Flags that may change between runs of one directory.
+BETA = {"chairs": 10.0, "cars": 5.0}  # run_chairs.sh --beta 10, run_cars.sh --beta 5
+# Flags that may change between runs of one directory; out_dir and vae are places, not
+# settings, so a run directory can be moved or copied and resumed where it now is.
 RESUMABLE = ("steps", "log_every", "backup_every", "overwrite", "evaluate", "eval_samples",
-             "strategy", "jit_compile", "mixed_precision")
+             "strategy", "jit_compile", "mixed_precision", "out_dir", "vae")
 
 
 def define_flags():
@@ -42,18 +46,19 @@ def define_flags():
     flags.DEFINE_string("painting", None, "Image file for scream_* backgrounds.")
     flags.DEFINE_integer("res", 64, "Image resolution of the VAE (a power of two).")
     flags.DEFINE_enum("model", "beta_vae", ["beta_vae", "factor_vae"], "Stage-1 model.")
-    flags.DEFINE_float("beta", None, "KL weight (default: 8 sprites family, 6.4 natural).")
-    flags.DEFINE_float("gamma", 35.0, "FactorVAE total-correlation weight.")
+    flags.DEFINE_float("beta", None, "beta_vae's KL weight (default: 8 sprites family, 6.4 "
+                       "CelebA, 10 Chairs, 5 Cars).")
+    flags.DEFINE_float("gamma", None, "factor_vae's total-correlation weight (default 35).")
     flags.DEFINE_integer("c_dim", None, "Code dimensions (default: 10 sprites, 20 natural).")
     flags.DEFINE_enum("decoder", None, ["bernoulli", "gaussian"],
                       "Likelihood (default: bernoulli sprites family, gaussian natural).")
     flags.DEFINE_integer("batch_size", 64, "Global batch size.")
-    flags.DEFINE_float("lr", 1e-4, "Adam learning rate.")
+    flags.DEFINE_float("lr", 1e-4, "Adam learning rate (PyTorch's Adam: eps 1e-8).")
     flags.DEFINE_integer("steps", None, "Training steps (default: 3e5 sprites, 1e6 natural).")
-    flags.DEFINE_integer("log_every", 1000, "Steps between logs and pictures (an epoch).")
+    flags.DEFINE_integer("log_every", 1000, "Steps between logs and pictures.")
     flags.DEFINE_integer("seed", 0, "Random seed.")
     flags.DEFINE_string("out_dir", None, "Run directory (default: runs/vae_<dataset>).")
-    flags.DEFINE_bool("overwrite", False, "Replace a run made with different flags.")
+    flags.DEFINE_bool("overwrite", False, "Delete the run in --out_dir and start afresh.")
     define_shared_flags()
 
 
@@ -67,9 +72,10 @@ def define_shared_flags():
                          **main_module)
     flags.DEFINE_bool("evaluate", True, "Write metrics.json (metrics.py) when training ends.",
                       **main_module)
-    flags.DEFINE_integer("eval_samples", 50_000,
-                         "Samples for FID and L_I; also caps FVM / MIG sizes (metrics.py).",
-                         **main_module)
+    flags.DEFINE_integer("eval_samples", None,
+                         "Samples for FID and L_I; also caps FVM / MIG sizes (metrics.py). "
+                         "Default: 50,000, fewer for short runs (5 per training step, at "
+                         "least 1,000).", **main_module)
     flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (helps on GPUs).",
                       **main_module)
     flags.DEFINE_bool("mixed_precision", False,
@@ -77,13 +83,26 @@ def define_shared_flags():
                       "and CPUs with AMX or AVX512-BF16).", **main_module)
 
 
+def published_defaults(dataset):
+    """The authors' stage-1 settings for a dataset (SPEC.md "Published settings")."""
+    defaults = dict(GROUND_TRUTH_DEFAULTS if data.has_ground_truth(dataset) else NATURAL_DEFAULTS)
+    defaults["beta"] = BETA.get(dataset, defaults["beta"])
+    return defaults
+
+
 def resolved_flags():
     """The flags as a dict, with dataset-dependent defaults filled in."""
     config = flag_values()
-    defaults = GROUND_TRUTH_DEFAULTS if data.has_ground_truth(config["dataset"]) else NATURAL_DEFAULTS
-    for name, value in defaults.items():
-        if config[name] is None:
-            config[name] = value
+    defaults = published_defaults(config["dataset"])
+    if config["model"] == "factor_vae":  # record what is used, refuse what would be ignored
+        if config["beta"] is not None:
+            fail("--beta applies to --model=beta_vae; factor_vae uses beta 1 and --gamma")
+        config["beta"], defaults["gamma"] = 1.0, 35.0  # Kim and Mnih's gamma for dSprites
+    elif config["gamma"] is not None:
+        fail("--gamma applies to --model=factor_vae; beta_vae's weight is --beta")
+    for key, value in defaults.items():
+        if config[key] is None:
+            config[key] = value
     config["out_dir"] = config["out_dir"] or os.path.join("runs", "vae_" + config["dataset"])
     return config
 
@@ -92,21 +111,19 @@ def check_flags(config):
     check_resolution(config["res"])
     check_positive(config, "c_dim", "batch_size", "steps", "log_every", "backup_every", "lr")
     check_nonnegative(config, "beta", "gamma")
+    check_eval_samples(config)
     check_paths(config)
     if config["model"] == "factor_vae" and config["batch_size"] % 2:
         fail("--batch_size must be even for factor_vae (half the batch feeds its discriminator)")
 
 
 def main(argv):
-    del argv
+    check_no_arguments(argv)
     config = resolved_flags()
     check_flags(config)
     strategy = make_strategy(config["strategy"])
     check_jit_compile(config, strategy)
     check_run_dir(config, RESUMABLE, strategy)
-    dataset_from = lambda step: load_dataset(config, config["res"], strategy, step)  # noqa: E731
-    fixed_images = next(iter(dataset_from(0)))[:8]
-    run_dir = create_run_dir(config, strategy)
     channels = data.num_channels(config["dataset"])
     set_precision(config)
 
@@ -116,16 +133,20 @@ def main(argv):
         decoder = vae.build_decoder(config["c_dim"], config["res"], channels)
         if config["model"] == "beta_vae":
             model = vae.BetaVAE(encoder, decoder, config["beta"], config["decoder"], config["seed"])
-            model.compile(optimizer=keras.optimizers.Adam(config["lr"]),
-                          jit_compile=config["jit_compile"])
+            model.compile(optimizer=vae.adam(config["lr"]), jit_compile=config["jit_compile"])
         else:
             model = vae.FactorVAE(encoder, decoder, vae.build_tc_discriminator(config["c_dim"]),
                                   config["gamma"], config["decoder"], config["seed"])
-            model.compile(keras.optimizers.Adam(config["lr"]), vae.tc_optimizer(),
+            model.compile(vae.adam(config["lr"]), vae.tc_optimizer(),
                           jit_compile=config["jit_compile"])
-        model(fixed_images)
+        model(keras.ops.zeros((1, config["res"], config["res"], channels)))
         model.build_optimizers()
     adapt_to_strategy(model, strategy)
+    steps_done = lambda: int(model.optimizer.iterations.numpy())  # noqa: E731
+    restore(model, config, steps_done)
+    stream, first_batch = load_dataset(config, config["res"], strategy, steps_done())
+    fixed_images = first_batch[:8]
+    run_dir = create_run_dir(config, strategy)
 
     def log_pictures(step):
         save_model(encoder, os.path.join(run_dir, "encoder.keras"))
@@ -135,10 +156,9 @@ def main(argv):
                 "traversals": traversal_grid(encoder, decoder, fixed_images[:1])}
 
     write_flags(run_dir, config, strategy)
-    fit_resumable(model, dataset_from, config, run_dir, strategy, log_pictures,
-                  steps_done=lambda: int(model.optimizer.iterations.numpy()))
-    if config["evaluate"] and is_chief(strategy):
-        evaluate(run_dir, num_samples=config["eval_samples"])
+    fit_resumable(model, stream, config, run_dir, strategy, log_pictures, steps_done)
+    if is_chief(strategy):
+        evaluate(config, run_dir)
 
 
 def traversal_grid(encoder, decoder, image, values=np.linspace(-2.5, 2.5, 10)):
@@ -162,11 +182,25 @@ def fail(message):
     sys.exit(2)
 
 
+def first_line(error):
+    """An exception as one line of words, even when its message is empty."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def parse_flags(argv):
     try:
         return FLAGS(argv)
     except flags.Error as error:
-        fail(str(error).replace("\n", " "))
+        fail(first_line(error))
+
+
+def check_no_arguments(argv):
+    """Flags only: a stray word (a typo like `dataset=celeba`) must not start a default run."""
+    if len(argv) > 1:
+        word = argv[1]
+        hint = f" (did you mean --{word}?)" if "=" in word and not word.startswith("-") else ""
+        fail(f"unexpected argument {word!r}{hint}; every setting is a flag, --name=value")
 
 
 def flag_values():
@@ -187,8 +221,14 @@ def check_positive(config, *names):
 
 def check_nonnegative(config, *names):
     for name in names:
-        if not config[name] >= 0:
+        if config[name] is not None and not config[name] >= 0:
             fail(f"--{name}={config[name]} must not be negative")
+
+
+def check_eval_samples(config):
+    """metrics.py needs two samples for a covariance (and FVM / MIG more: it says so)."""
+    if config["eval_samples"] is not None and config["eval_samples"] < 2:
+        fail(f"--eval_samples={config['eval_samples']} must be at least 2")
 
 
 def check_paths(config):
@@ -201,6 +241,19 @@ def check_paths(config):
 ARTIFACTS = ("flags.json", "checkpoint.weights.h5", "logs")
 
 
+def read_flags_file(path):
+    """A run's flags.json as a dict, or one line saying what is wrong with the file."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError
+        fail(f"{path} is not a readable run description ({first_line(error)}); "
+             "restore it, or move the run away")
+    if not isinstance(saved, dict):
+        fail(f"{path} is not a readable run description (not a JSON object)")
+    return saved
+
+
 def check_run_dir(config, resumable, strategy):
     """Refuse, before anything is written, a directory holding a run with other flags."""
     run_dir = config["out_dir"]
@@ -208,15 +261,14 @@ def check_run_dir(config, resumable, strategy):
     if config["overwrite"] or not is_chief(strategy):
         return
     if os.path.exists(flags_path):
-        with open(flags_path) as f:
-            previous = json.load(f)
+        previous = read_flags_file(flags_path)
         changed = sorted(k for k in config if k not in resumable and previous.get(k) != config[k])
         if changed:
             diff = ", ".join(f"--{k}={previous.get(k)} there, {config[k]} now" for k in changed)
-            fail(f"{run_dir} holds a run with other flags ({diff}); "
-                 "pass --overwrite or choose another --out_dir")
+            fail(f"{run_dir} holds a run with other flags ({diff}); choose another --out_dir, "
+                 "or pass --overwrite to delete that run and start afresh")
     elif os.path.isdir(run_dir) and os.listdir(run_dir):
-        fail(f"--out_dir {run_dir} is not empty and holds no run; pass --overwrite to use it")
+        fail(f"--out_dir {run_dir} is not empty and holds no run; choose another --out_dir")
 
 
 def create_run_dir(config, strategy):
@@ -299,21 +351,22 @@ def is_chief(strategy):
     return resolver.task_type == "chief" or (not has_chief and resolver.task_id == 0)
 
 
-def load_dataset(config, res, strategy, start=0):
+def load_dataset(config, res, strategy, start=0, augment=False):
+    """The training stream from step `start` on, built once, and its first batch (which
+    also proves, before anything is written, that the data can be read)."""
     batch_size = config["batch_size"]
     if batch_size % strategy.num_replicas_in_sync:
         fail(f"--batch_size={batch_size} must be a multiple of the "
              f"{strategy.num_replicas_in_sync} replicas")
     try:
-        dataset = data.make_dataset(config["dataset"], res, batch_size, config.get("data_dir"),
-                                    config["seed"], config.get("painting"), start)
-        next(iter(dataset))
+        stream = data.make_dataset(config["dataset"], res, batch_size, config.get("data_dir"),
+                                   config["seed"], config.get("painting"), start, augment=augment)
+        return stream, np.asarray(next(iter(stream)))
     except data.DataError as error:
-        fail(str(error))
+        fail(first_line(error))
     except StopIteration:  # an empty dataset, e.g. every file unreadable
         source = config.get("data_dir") or "TFDS " + config["dataset"]
         fail(f"no readable images in {source}")
-    return dataset
 
 
 def image_grid(images, rows):
@@ -338,35 +391,67 @@ def save_model(model, path):
     write_atomically(path, model.save)
 
 
+def duration(seconds):
+    """3h05m, 4m10s or 12s."""
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
 class RunMonitor(keras.callbacks.Callback):
-    """Stops at exactly --steps or at the first non-finite loss; backs up the training state
-    every --backup_every steps; every epoch (--log_every steps) logs TensorBoard scalars and
-    pictures and refreshes the PNG grids. Only the chief worker writes."""
+    """Counts steps (not Keras epochs): stops at exactly --steps or at the first non-finite
+    loss; backs up the training state every --backup_every steps; every --log_every steps
+    and at the end writes TensorBoard scalars and pictures, refreshes the PNG grids and
+    prints the losses with the run's progress and ETA (and a progress line every 30 s in
+    between). Only the chief worker writes."""
 
     def __init__(self, run_dir, config, log_pictures, steps_done, chief):
         super().__init__()
-        self.run_dir, self.steps, self.backup_every = run_dir, config["steps"], config["backup_every"]
+        self.run_dir, self.config, self.steps = run_dir, config, config["steps"]
         self.log_pictures, self.steps_done, self.chief = log_pictures, steps_done, chief
         self.writer = tf.summary.create_file_writer(os.path.join(run_dir, "logs")) if chief else None
         self.bad_step = None  # the step whose loss or weights were not finite
         self.last_backup = None  # the step of the last backup this run wrote
 
+    def on_train_begin(self, logs=None):
+        self.start_time = self.last_print = time.monotonic()
+        self.start_step = self.steps_done()
+
     def on_train_batch_end(self, batch, logs=None):
         step = self.steps_done()
-        if not all(np.isfinite(float(value)) for value in (logs or {}).values()):
+        logs = {name: float(np.mean(value)) for name, value in (logs or {}).items()}
+        if not all(np.isfinite(value) for value in logs.values()):
             self.stop(step)
-        elif step % self.backup_every == 0:
-            self.backup(step)
-        if step >= self.steps:
+            return
+        end = step >= self.steps
+        if end:
             self.model.stop_training = True
+        if end or step % self.config["log_every"] == 0:
+            if self.backup(step):
+                self.log(step, logs)
+        elif step % self.config["backup_every"] == 0:
+            self.backup(step)
+        elif time.monotonic() - self.last_print >= 30:
+            self.print_progress(step)
 
-    def on_epoch_end(self, epoch, logs=None):
-        step = self.steps_done()
-        if self.bad_step is not None or not self.backup(step) or not self.chief:
+    def print_progress(self, step, losses=""):
+        """`step 1200/300000[: losses] (0.4%, 4.1 steps/s, 4m53s so far, ETA 20h16m)`"""
+        self.last_print = now = time.monotonic()
+        rate = (step - self.start_step) / max(now - self.start_time, 1e-9)
+        eta = duration((self.steps - step) / rate) if rate > 0 else "?"
+        print(f"step {step}/{self.steps}{losses} ({100 * step / self.steps:.1f}%, "
+              f"{rate:.1f} steps/s, {duration(now - self.start_time)} so far, ETA {eta})",
+              flush=True)
+
+    def log(self, step, logs):
+        self.print_progress(step, ": " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+        self.model.reset_metrics()  # the next line averages the next --log_every steps
+        if not self.chief:
             return
         pictures = self.log_pictures(step)
         with self.writer.as_default(step=step):
-            for name, value in (logs or {}).items():
+            for name, value in logs.items():
                 tf.summary.scalar(name, value)
             for name, grid in pictures.items():
                 tf.summary.image(name, grid[None])
@@ -391,47 +476,61 @@ class RunMonitor(keras.callbacks.Callback):
         self.model.stop_training = True
 
 
-def evaluate(*runs, num_samples):
-    """metrics.evaluate on the finished run(s), printed; a failure is one line, not a crash."""
+def default_eval_samples(steps):
+    """--eval_samples left unset: 50,000 (the paper's FID size), or 5 per training step
+    (at least 1,000) so that a trial run is not followed by half an hour of metrics."""
+    return min(50_000, max(1_000, 5 * steps))
+
+
+def evaluate(config, run_dir, vae_run=None):
+    """metrics.evaluate on the finished run(s) with progress; a failure is one line."""
+    if not config["evaluate"]:
+        return
+    num_samples = config["eval_samples"] or default_eval_samples(config["steps"])
+    runs = (vae_run, run_dir) if vae_run else (run_dir,)
+    print("Evaluation follows. Skip it with --noevaluate, shrink it with --eval_samples=N, or run it later: "
+          f"python metrics.py --vae={runs[0]}" + (f" --idgan={run_dir}" if vae_run else "")
+          + f" --num_samples={num_samples}", flush=True)
     try:
         results = metrics.evaluate(*runs, num_samples=num_samples)
     except (OSError, ValueError, RuntimeError) as error:
-        fail(f"training finished but evaluation failed: {error}")
+        fail(f"training finished but evaluation failed: {first_line(error)}")
     print("Metrics (metrics.json):")
     for name, value in results.items():
         print(f"  {name}: {value}")
 
 
-def fit_resumable(model, dataset_from, config, run_dir, strategy, log_pictures, steps_done):
-    """Train to --steps, resuming from the run's backup when there is one.
-
-    dataset_from(step) gives the data stream from a step on, so a resumed run sees new
-    batches. A non-finite loss stops the run with one line, keeping the last good backup.
-    """
-    backup = os.path.join(run_dir, "checkpoint.weights.h5")
-    monitor = RunMonitor(run_dir, config, log_pictures, steps_done, is_chief(strategy))
-    if os.path.exists(backup):
+def restore(model, config, steps_done):
+    """Load the run's backup into the built model (read only; nothing is written), unless
+    --overwrite starts afresh."""
+    backup = os.path.join(config["out_dir"], "checkpoint.weights.h5")
+    if config["overwrite"] or not os.path.exists(backup):
+        return
+    try:
         model.load_weights(backup)
-        monitor.last_backup = steps_done()
-        print(f"Resuming {run_dir} from step {steps_done()}.")
-    steps, log_every = config["steps"], config["log_every"]
-    fit = dict(callbacks=[monitor], shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
-    # Epochs are --log_every steps. A run restored mid-epoch first finishes that epoch in a
-    # short fit of its own (fit would otherwise run a whole epoch again).
-    epoch, into_epoch = divmod(steps_done(), log_every)
-    if into_epoch and steps_done() < steps:
-        model.fit(dataset_from(steps_done()), initial_epoch=epoch, epochs=epoch + 1,
-                  steps_per_epoch=log_every - into_epoch, **fit)
-        epoch += 1
-    if steps_done() < steps and monitor.bad_step is None:
-        model.fit(dataset_from(steps_done()), initial_epoch=epoch,
-                  epochs=math.ceil(steps / log_every), steps_per_epoch=log_every, **fit)
+    except Exception as error:  # h5py and Keras raise many types for a damaged file
+        fail(f"cannot resume from {backup} ({first_line(error)}); move it away to start afresh")
+    print(f"Resuming {config['out_dir']} from step {steps_done()}.")
+
+
+def fit_resumable(model, stream, config, run_dir, strategy, log_pictures, steps_done):
+    """Train from the restored step to --steps on `stream` (which starts at that step, so
+    a resumed run sees new batches), in one Keras fit: logging, backups and the stop at
+    --steps count steps. A non-finite loss stops the run with one line, keeping the last
+    good backup."""
+    monitor = RunMonitor(run_dir, config, log_pictures, steps_done, is_chief(strategy))
+    monitor.last_backup = steps_done() or None
+    remaining = config["steps"] - steps_done()
+    if remaining > 0:
+        model.fit(stream, epochs=1, steps_per_epoch=remaining, callbacks=[monitor],
+                  shuffle=False, verbose=0)
     if monitor.bad_step is not None:
+        backup = os.path.join(run_dir, "checkpoint.weights.h5")
         kept = (f"the last good backup, step {monitor.last_backup}, is kept in {backup}"
                 if monitor.last_backup else "no good backup was written")
         fail(f"the loss or the weights became NaN or infinite at step {monitor.bad_step}; "
              f"training stopped and {kept}")
-    print(f"Done: {steps_done()} of {steps} steps in {run_dir}.")
+    print(f"Done: {steps_done()} of {config['steps']} steps in {run_dir}.", flush=True)
 
 
 if __name__ == "__main__":
