@@ -12,7 +12,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import idgan  # noqa: E402
@@ -22,14 +21,13 @@ from train_vae import write_atomically  # noqa: E402
 
 def beta_vae():
     model = vae.BetaVAE(vae.build_encoder(10), vae.build_decoder(10), beta=8.0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-4))
+    model.compile(optimizer=vae.adam(1e-4))
     model(np.zeros((1, 64, 64, 1), "float32"))
     model.build_optimizers()
     return model
 
 
 def id_gan(arch):
-    rmsprop = lambda: keras.optimizers.RMSprop(1e-4, rho=0.99, epsilon=1e-8)  # noqa: E731
     if arch == "conv":
         nets, encoder = (idgan.build_conv_generator(10, 0), idgan.build_conv_discriminator()), \
             vae.build_encoder(10)
@@ -37,7 +35,7 @@ def id_gan(arch):
     else:
         nets = idgan.build_resnet_generator(20, 256, 64), idgan.build_resnet_discriminator(64)
         model = idgan.IDGAN(*nets, vae.build_encoder(20, 64, 3), nuisance_dim=256, c_dim=20)
-    model.compile(rmsprop(), rmsprop())
+    model.compile(idgan.rmsprop(1e-4), idgan.rmsprop(1e-4))
     return model
 
 

@@ -17,9 +17,17 @@ Three comparisons on sprites at 64 px (SPEC.md "Published settings", dSprites co
 Losses are means over the --window steps ending at each reported step. Every GAN run uses
 one fixed encoder, <out_dir>/encoder.keras: the first init="authors" VAE trained here, unless
 that file already exists. The optimizer runs' moving-average generators are written to
-<out_dir>/{keras,pytorch}/generator.keras (for FID) unless those exist, and the tables are
-appended to <out_dir>/results.txt; so a later --seeds=1 run into the same --out_dir adds
-seeds on the same encoder.
+<out_dir>/seed<k>/{keras,pytorch}/generator.keras (for fid) unless those exist, and the
+tables are appended to <out_dir>/results.txt; so a later --seeds=1 run into the same
+--out_dir adds seeds on the same encoder.
+
+  fid        for each --seeds generator saved above: FID in the features of one sprites factor
+             classifier (trained once, cached in --out_dir) against one set of real statistics,
+             and the distillation NLL of c under Encoder(G(z, c)), on the same codes c ~ q(c|x)
+             of real sprites for every generator; <out_dir>/samples.png shows real sprites
+             (top row), then the keras rows, then the pytorch rows, on the same (z, c).
+
+    python benchmarks/init_and_optimizers.py --only=fid --seeds=0,1 --out_dir=DIR
 """
 import os
 import sys
@@ -30,18 +38,23 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import data  # noqa: E402
 import idgan  # noqa: E402
+import metrics  # noqa: E402
 import vae  # noqa: E402
 
-flags.DEFINE_list("only", ["vae_init", "gan_init", "optimizer"], "Comparisons to run.")
+flags.DEFINE_list("only", ["vae_init", "gan_init", "optimizer", "fid"], "Comparisons to run.")
 flags.DEFINE_list("seeds", ["0"], "Seeds; each comparison runs once per seed.")
 flags.DEFINE_integer("vae_steps", 2000, "beta-VAE steps per run.")
 flags.DEFINE_integer("gan_steps", 1000, "ID-GAN steps per run.")
 flags.DEFINE_integer("window", 100, "Steps averaged into each reported loss.")
 flags.DEFINE_list("report", ["500", "1000", "2000"], "Steps to report (those <= the run's).")
 flags.DEFINE_enum("optimizer_init", "authors", vae.INITS, "Init of the optimizer comparison.")
+flags.DEFINE_integer("fid_samples", 10_000, "Real and generated images per FID and NLL.")
+flags.DEFINE_integer("classifier_steps", 5000, "Training steps of the FID factor classifier.")
 flags.DEFINE_string("out_dir", "/tmp/optim_compare", "Encoder, generators and results.txt.")
 FLAGS = flags.FLAGS
 RES, BATCH = 64, 64
@@ -101,6 +114,58 @@ def table(title, runs, columns):
     return "\n".join(lines) + "\n"
 
 
+def sample_code(encoder, images, rng):
+    """c ~ q(c|x) = N(mu, exp(logvar)) of real images."""
+    mu, logvar = np.split(np.asarray(encoder(images, training=False), np.float64), 2, axis=-1)
+    return mu + np.exp(logvar / 2) * rng.standard_normal(mu.shape)
+
+
+def generate(generator, c, rng):
+    """G([z, c]) in [0, 1], z ~ N(0, I) of the generator's nuisance width (here 0)."""
+    z = rng.standard_normal((len(c), generator.inputs[0].shape[-1]))
+    return (generator([z.astype("float32"), c.astype("float32")], training=False) + 1) / 2
+
+
+def fid_and_samples(seeds, emit, columns=12):
+    truth = data.ground_truth_data("sprites")
+    classifier, record = metrics.load_or_train_factor_classifier(
+        os.path.join(FLAGS.out_dir, "factor_classifier.keras"), truth,
+        steps=FLAGS.classifier_steps, dataset="sprites")
+    features = metrics.classifier_features_fn(classifier)
+    encoder = keras.models.load_model(os.path.join(FLAGS.out_dir, "encoder.keras"),
+                                      compile=False)
+    real = lambda seed: data.make_dataset("sprites", RES, 100, seed=seed)  # noqa: E731
+    n = FLAGS.fid_samples
+    stats = metrics.real_statistics(real(100), features, n)
+    floor = metrics.frechet_distance(*stats, *metrics.real_statistics(real(101), features, n))
+    accuracy = ", ".join(f"{k} {v:.2f}" for k, v in record["accuracy"].items())
+    lines = [f"### FID ({n} samples, factor classifier features; classifier accuracy: "
+             f"{accuracy}) and distillation NLL", "",
+             "| generator | FID | distill NLL |", "| --- | ---: | ---: |",
+             f"| real sprites (another {n}) | {floor:.3f} | |"]
+    shown = next(iter(real(102)))[:columns]
+    shown_c, rows = sample_code(encoder, shown, np.random.default_rng(1)), [shown]
+    for optimizer in ("keras", "pytorch"):
+        for seed in seeds:
+            generator = keras.models.load_model(os.path.join(
+                FLAGS.out_dir, f"seed{seed}", optimizer, "generator.keras"), compile=False)
+            rng, posterior = np.random.default_rng(0), iter(real(103))  # the same c for all
+            fake = metrics.generated_statistics(
+                lambda k: generate(generator, sample_code(encoder, next(posterior)[:k], rng),
+                                   rng), features, n, 100)
+            nll = -metrics.distill_lower_bound(generator, encoder, real(103), n, seed=0)
+            lines.append(f"| {optimizer} RMSprop, seed {seed} | "
+                         f"{metrics.frechet_distance(*stats, *fake):.3f} | {nll:.3f} |")
+            rows.append(generate(generator, shown_c, np.random.default_rng(2)))
+    emit("\n".join(lines) + "\n")
+    tiles = np.pad(np.clip(np.stack(rows), 0, 1), [(0, 0), (0, 0), (1, 1), (1, 1), (0, 0)],
+                   constant_values=0.5)  # (rows, columns, 66, 66, 1), grey borders
+    grid = tiles.transpose(0, 2, 1, 3, 4).reshape(len(rows) * 66, columns * 66, -1)
+    path = os.path.join(FLAGS.out_dir, "samples.png")
+    tf.io.write_file(path, tf.io.encode_png(np.round(grid * 255).astype(np.uint8)))
+    print(f"Wrote {path}")
+
+
 def main(argv):
     del argv
     os.makedirs(FLAGS.out_dir, exist_ok=True)
@@ -138,13 +203,15 @@ def main(argv):
                 if key not in gan:
                     gan[key] = train_gan(encoder_path, *key, seed)
                 runs[f"{optimizer} RMSprop, seed {seed}"] = gan[key][1:]
-                path = os.path.join(FLAGS.out_dir, optimizer, "generator.keras")
+                path = os.path.join(FLAGS.out_dir, f"seed{seed}", optimizer, "generator.keras")
                 if not os.path.exists(path):
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     gan[key][0].generator_ema.save(path)
             emit(table(f"ID-GAN optimiser, {FLAGS.gan_steps} steps, "
                        f"init={FLAGS.optimizer_init}", runs,
                        ["d_loss", "g_loss", "r1", "distill_nll"]))
+    if "fid" in FLAGS.only:
+        fid_and_samples(list(map(int, FLAGS.seeds)), emit)
     print(f"Wrote {results}")
 
 

@@ -69,10 +69,10 @@ def training_rate(model_name):
     encoder, decoder = vae.build_encoder(10, 64, channels), vae.build_decoder(10, 64, channels)
     if model_name == "beta_vae":
         model = vae.BetaVAE(encoder, decoder, beta=8.0)
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=FLAGS.jit_compile)
+        model.compile(optimizer=vae.adam(1e-4), jit_compile=FLAGS.jit_compile)
     else:
         model = vae.FactorVAE(encoder, decoder, vae.build_tc_discriminator(10), gamma=35.0)
-        model.compile(keras.optimizers.Adam(1e-4), vae.tc_optimizer(),
+        model.compile(vae.adam(1e-4), vae.tc_optimizer(),
                       jit_compile=FLAGS.jit_compile)
     fit = lambda: model.fit(dataset, epochs=1, steps_per_epoch=FLAGS.steps,  # noqa: E731
                             verbose=0, shuffle=False)
@@ -93,8 +93,7 @@ def idgan_rate(arch):
                 idgan.build_resnet_discriminator(64))
     model = idgan.IDGAN(*nets, vae.build_encoder(c_dim, 64, channels),
                         nuisance_dim=nuisance_dim, c_dim=c_dim)
-    rmsprop = lambda lr: keras.optimizers.RMSprop(lr, rho=0.99, epsilon=1e-8)  # noqa: E731
-    model.compile(rmsprop(1e-4), rmsprop(1e-4), jit_compile=FLAGS.jit_compile)
+    model.compile(idgan.rmsprop(1e-4), idgan.rmsprop(1e-4), jit_compile=FLAGS.jit_compile)
     fit = lambda: model.fit(dataset, epochs=1, steps_per_epoch=FLAGS.gan_steps,  # noqa: E731
                             verbose=0, shuffle=False)
     return median_rate(fit, FLAGS.gan_steps * FLAGS.batch_size)

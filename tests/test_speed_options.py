@@ -57,9 +57,9 @@ def test_mixed_precision_computes_in_bfloat16_and_keeps_losses_float32(mixed_bfl
     assert vae.image_decoder(decoder).outputs[0].dtype == "float32"
 
     beta_vae = vae.BetaVAE(encoder, decoder, beta=4.0, seed=0)
-    beta_vae.compile(keras.optimizers.Adam(1e-4))
+    beta_vae.compile(vae.adam(1e-4))
     gan = idgan.IDGAN(generator, discriminator, encoder, nuisance_dim=2, c_dim=3, seed=0)
-    gan.compile(keras.optimizers.RMSprop(1e-4), keras.optimizers.RMSprop(1e-4))
+    gan.compile(idgan.rmsprop(1e-4), idgan.rmsprop(1e-4))
     for model in (beta_vae, gan):
         history = model.fit(dataset(images(32, channels=1), 8), verbose=0).history
         assert all(np.isfinite(values).all() for values in history.values())
