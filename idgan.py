@@ -236,13 +236,17 @@ def r1_penalty(discriminator, images, vdb_noise=None):
     """The discriminator's outputs on `images` and the R1 penalty ||grad_x D(x)||^2 per example.
 
     Call it inside the tape that differentiates the penalty (double backprop). A VDB
-    discriminator also takes its bottleneck noise.
+    discriminator also takes its bottleneck noise. `discriminator` is a model (called in
+    training mode) or any function images -> outputs, e.g. one that adds a condition c.
     """
     images = tf.convert_to_tensor(images)
     with tf.GradientTape() as tape:
         tape.watch(images)
-        inputs = images if vdb_noise is None else [images, vdb_noise]
-        outputs = discriminator(inputs, training=True)
+        if isinstance(discriminator, keras.Model):
+            inputs = images if vdb_noise is None else [images, vdb_noise]
+            outputs = discriminator(inputs, training=True)
+        else:
+            outputs = discriminator(images)
         logit_sum = ops.sum(_logits(outputs))
     grads = tape.gradient(logit_sum, images)
     return outputs, ops.sum(ops.square(grads), axis=(1, 2, 3))
@@ -277,11 +281,13 @@ class IDGAN(keras.Model):
     on the VDB dual update (the discriminator must then be build_resnet_discriminator(...,
     vdb=True): [image, noise] -> [logit, kl]; the model draws the noise from its own seed
     generator, so a restored checkpoint continues the same noise stream).
+    freeze_encoder=False leaves the encoder trainable, for subclasses that train it
+    (benchmarks/baselines.py: InfoGAN's Q, the end-to-end ID-GAN); IDGAN itself never does.
     """
 
     def __init__(self, generator, discriminator, encoder=None, *, nuisance_dim, c_dim,
                  distill_weight=1e-4, r1_weight=10.0, ema_decay=0.999, vdb_target=None,
-                 vdb_beta=0.1, vdb_step=1e-5, seed=None, **kwargs):
+                 vdb_beta=0.1, vdb_step=1e-5, seed=None, freeze_encoder=True, **kwargs):
         super().__init__(**kwargs)
         z_shape, c_shape = (tuple(t.shape[1:]) for t in generator.inputs)
         if (z_shape, c_shape) != ((nuisance_dim,), (c_dim,)):
@@ -297,7 +303,7 @@ class IDGAN(keras.Model):
             if encoder.input_shape[-1] != generator.output_shape[-1]:
                 raise ValueError(f"The encoder takes {encoder.input_shape[-1]} channels "
                                  f"but the generator makes {generator.output_shape[-1]}.")
-            encoder.trainable = False
+            encoder.trainable = not freeze_encoder
         if (vdb_target is not None) != isinstance(discriminator.output_shape, list):
             raise ValueError("Pass vdb_target exactly when the discriminator is built "
                              "with vdb=True (it then returns [logit, kl]).")
@@ -340,16 +346,16 @@ class IDGAN(keras.Model):
     def build_optimizers(self):
         """Creates the optimizers' slots, so load_weights restores them (it skips unbuilt ones)."""
         self.g_optimizer.build(self.generator.trainable_variables)
-        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.d_optimizer.build(self.d_weights)
 
-    def _normal(self, shape):
-        """N(0, I) for this replica's rows of the global batch: every replica draws the
-        global batch's noise and keeps its rows, so results do not depend on the replica
-        count (GPUs, workers)."""
+    def _normal(self, shape, sample=keras.random.normal):
+        """N(0, I) (or keras.random's `sample`) for this replica's rows of the global batch:
+        each replica draws the global batch's and keeps its rows, so the replica count (GPUs,
+        workers) does not matter."""
         context = tf.distribute.get_replica_context()
         rows = shape[0]
-        noise = keras.random.normal((rows * context.num_replicas_in_sync, *shape[1:]),
-                                    seed=self.seed_generator)
+        noise = sample((rows * context.num_replicas_in_sync, *shape[1:]),
+                       seed=self.seed_generator)
         return noise[context.replica_id_in_sync_group * rows:][:rows]
 
     def _vdb_noise(self, batch):
@@ -359,43 +365,69 @@ class IDGAN(keras.Model):
             return None
         return self._normal((batch, *self.discriminator.inputs[1].shape[1:]))
 
-    def _discriminate(self, images):
-        """D's outputs on images in [-1, 1], training mode (with fresh VDB noise)."""
+    def _encode(self, images):
+        """The encoder's [mu, logvar] for images in [0, 1]."""
+        view = encoder_view(images, self.encoder.input_shape[1:3])
+        return self.encoder(view, training=False)
+
+    # The train step in pieces, which the comparison systems (benchmarks/baselines.py)
+    # override or reuse: sample_codes, discriminate, the two extra-loss hooks, the two steps.
+
+    def sample_codes(self, real):
+        """c ~ q(c): encode the real batch and sample (SPEC "The two stages")."""
+        if self.encoder is None:
+            return ops.zeros((ops.shape(real)[0], 0))
+        mu, logvar = ops.split(self._encode(real), 2, axis=-1)
+        return mu + ops.exp(logvar / 2.0) * self._normal(ops.shape(mu))
+
+    def discriminate(self, images, c):
+        """D's outputs on images in [-1, 1], training mode, fresh VDB noise (c: for the cGAN)."""
         noise = self._vdb_noise(ops.shape(images)[0])
         inputs = images if noise is None else [images, noise]
         return self.discriminator(inputs, training=True)
 
-    def _encode(self, images):
-        """The frozen encoder's [mu, logvar] for images in [0, 1]."""
-        view = encoder_view(images, self.encoder.input_shape[1:3])
-        return self.encoder(view, training=False)
+    def discriminator_extra_loss(self, fake, c, fake_outputs):
+        """Per-example loss added to D's (none here; InfoGAN's Q NLL) and values to track."""
+        return 0.0, {}
 
-    def train_step(self, data):
-        real, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+    def generator_extra_loss(self, fake, c, fake_outputs):
+        """Per-example loss added to G's: distill_weight * NLL(c | encoder(G(s)))."""
+        if self.encoder is None:
+            return 0.0, {}
+        nll = gaussian_nll(c, self._encode((fake + 1.0) / 2.0))
+        return self.distill_weight * nll, {"distill_nll": nll}
+
+    @property
+    def d_weights(self):  # what the D step trains
+        return self.discriminator.trainable_weights
+
+    def generator_loss(self, c):
+        """G's loss divided by the global batch, softplus(-D(G(s))) + the extra loss, and
+        values to track. Call it inside the tape that differentiates it."""
+        fake = self.generator([self._normal((ops.shape(c)[0], self.nuisance_dim)), c],
+                              training=True)
+        fake_outputs = self.discriminate(fake, c)
+        adversarial = ops.softplus(-_logits(fake_outputs))
+        extra, values = self.generator_extra_loss(fake, c, fake_outputs)
+        return tf.nn.compute_average_loss(adversarial + extra), dict(values, g_loss=adversarial)
+
+    def discriminator_step(self, real, c):
+        """One D update: non-saturating loss + r1 * ||grad_x D(x_real)||^2 (+ the VDB term,
+        then the VDB's dual update, + the extra loss). Returns the values to track."""
         batch = ops.shape(real)[0]
-        values = {}
-
-        # c ~ q(c): encode the real batch and sample (SPEC "The two stages"); as in the
-        # authors' code both steps use this c, each with its own z.
-        c = ops.zeros((batch, 0))
-        if self.encoder is not None:
-            mu, logvar = ops.split(self._encode(real), 2, axis=-1)
-            c = mu + ops.exp(logvar / 2.0) * self._normal(ops.shape(mu))
-
-        # Discriminator step: non-saturating loss + r1 * ||grad_x D(x_real)||^2.
         fake = self.generator([self._normal((batch, self.nuisance_dim)), c], training=True)
         with tf.GradientTape() as tape:
-            real_outputs, r1 = r1_penalty(self.discriminator, real * 2.0 - 1.0,
-                                          self._vdb_noise(batch))
-            fake_outputs = self._discriminate(fake)
+            real_outputs, r1 = r1_penalty(lambda x: self.discriminate(x, c), real * 2.0 - 1.0)
+            fake_outputs = self.discriminate(fake, c)
             adversarial = ops.softplus(-_logits(real_outputs)) + ops.softplus(
                 _logits(fake_outputs))
             d_loss = adversarial + self.r1_weight * r1
             if self.vdb_target is not None:  # beta * (KL_real + KL_fake) / 2
                 kl = (real_outputs[1] + fake_outputs[1]) / 2.0
                 d_loss += self.vdb_beta * kl
-            d_loss = tf.nn.compute_average_loss(d_loss)
-        weights = self.discriminator.trainable_weights
+            extra, values = self.discriminator_extra_loss(fake, c, fake_outputs)
+            d_loss = tf.nn.compute_average_loss(d_loss + extra)
+        weights = self.d_weights
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, weights), weights))
         values.update(d_loss=adversarial, r1=r1)
 
@@ -405,27 +437,33 @@ class IDGAN(keras.Model):
             beta = ops.maximum(0.0, self.vdb_beta + self.vdb_step * (mean_kl - self.vdb_target))
             _assign_synchronized([self.vdb_beta], [beta])
             values.update(vdb_kl=kl, vdb_beta=self.vdb_beta)
+        return values
 
-        # Generator step: softplus(-D(G(s))) + distill_weight * NLL(c | encoder(G(s))).
+    def generator_step(self, c):
+        """One G update on generator_loss. Returns the values to track."""
         with tf.GradientTape() as tape:
-            fake = self.generator([self._normal((batch, self.nuisance_dim)), c],
-                                  training=True)
-            adversarial = ops.softplus(-_logits(self._discriminate(fake)))
-            g_loss = adversarial
-            if self.encoder is not None:
-                nll = gaussian_nll(c, self._encode((fake + 1.0) / 2.0))
-                g_loss += self.distill_weight * nll
-                values.update(distill_nll=nll)
-            g_loss = tf.nn.compute_average_loss(g_loss)
+            g_loss, values = self.generator_loss(c)
         weights = self.generator.trainable_weights
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights))
-        values.update(g_loss=adversarial)
+        return values
 
-        # Exponential moving average of the generator's weights (SPEC, decay 0.999).
+    def update_ema(self):
+        """Exponential moving average of the generator's weights (SPEC, decay 0.999)."""
         ema, weights = self.generator_ema.weights, self.generator.weights
         _assign_synchronized(
             ema, [self.ema_decay * a + (1.0 - self.ema_decay) * w for a, w in zip(ema, weights)])
 
+    def track(self, values):
+        """Update the trackers with the batch means of `values`; return every tracker."""
         for name, value in values.items():
             self.trackers[name].update_state(ops.mean(value))
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def train_step(self, data):
+        real, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        # As in the authors' code, both steps use one c, each with its own z.
+        c = self.sample_codes(real)
+        values = self.discriminator_step(real, c)
+        values.update(self.generator_step(c))
+        self.update_ema()
+        return self.track(values)

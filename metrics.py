@@ -3,7 +3,8 @@
 FID compares Gaussians fitted to features of real and generated images; the FactorVAE
 metric (FVM) and the mutual information gap (MIG) score how axis-aligned an encoder's codes
 are with the ground-truth factors (disentanglement_lib's definitions); L_I is the stage-2
-lower bound of I(c; G(s)). Everything up to `evaluate` needs only tensorflow, keras and numpy.
+lower bound of I(c; G(s)), and GILBO the same bound read off a freshly trained auxiliary
+encoder. Everything up to `evaluate` needs only tensorflow, keras, numpy and scipy.
 
     python metrics.py --vae=RUN [--idgan=RUN] [--num_samples=50000] [--out=PATH]
         [--classifier=PATH] [--inception_weights=imagenet|PATH]   (plan and progress on
@@ -14,10 +15,12 @@ import json
 import os
 import pathlib
 import sys
+import tarfile
 import time
 
 import keras
 import numpy as np
+import scipy.linalg
 import tensorflow as tf
 from absl import app, flags
 
@@ -30,22 +33,30 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     trace of its square root is the sum of square roots of A sigma2 A's eigenvalues: two
     symmetric eigendecompositions replace a general matrix square root.
     """
-    mu1, sigma1, mu2, sigma2 = (tf.convert_to_tensor(np.asarray(x, np.float64))
-                                for x in (mu1, sigma1, mu2, sigma2))
-    d = int(tf.size(mu1))
+    mu1, sigma1, mu2, sigma2 = (np.asarray(x, np.float64) for x in (mu1, sigma1, mu2, sigma2))
+    d = mu1.size
     shapes = [tuple(x.shape) for x in (mu1, sigma1, mu2, sigma2)]
     if shapes != [(d,), (d, d), (d,), (d, d)]:
         raise ValueError(f"frechet_distance needs means (d,) and covariances (d, d) of one d, "
                          f"got shapes {shapes}.")
-    eigenvalues, eigenvectors = tf.linalg.eigh(sigma1)
-    root = tf.sqrt(tf.maximum(eigenvalues, 0.0))  # clip rounding-negative eigenvalues
-    sqrt_sigma1 = (eigenvectors * root) @ tf.transpose(eigenvectors)
+    eigenvalues, eigenvectors = _eigh(sigma1)
+    root = np.sqrt(np.maximum(eigenvalues, 0.0))  # clip rounding-negative eigenvalues
+    sqrt_sigma1 = (eigenvectors * root) @ eigenvectors.T
     product = sqrt_sigma1 @ sigma2 @ sqrt_sigma1
-    product = (product + tf.transpose(product)) / 2  # symmetric up to rounding
-    trace_sqrt = tf.reduce_sum(tf.sqrt(tf.maximum(tf.linalg.eigvalsh(product), 0.0)))
-    distance = (tf.reduce_sum(tf.square(mu1 - mu2)) + tf.linalg.trace(sigma1)
-                + tf.linalg.trace(sigma2) - 2.0 * trace_sqrt)
-    return float(distance)
+    product = (product + product.T) / 2  # symmetric up to rounding
+    trace_sqrt = np.sum(np.sqrt(np.maximum(_eigh(product, vectors=False), 0.0)))
+    return float(np.sum(np.square(mu1 - mu2)) + np.trace(sigma1) + np.trace(sigma2)
+                 - 2.0 * trace_sqrt)
+
+
+def _eigh(matrix, vectors=True):
+    """Symmetric eigendecomposition in float64: LAPACK's (scipy) on a CPU, where FID at
+    d = 2048 takes 2 s instead of tf.linalg.eigh's 7.5 s on 2 idle cores (on cores shared
+    with other processes OPENBLAS_NUM_THREADS=1 keeps it at 3 s); TensorFlow's on a GPU."""
+    if not tf.config.list_logical_devices("GPU"):
+        return scipy.linalg.eigh(matrix, eigvals_only=not vectors)
+    return [np.asarray(x) for x in tf.linalg.eigh(matrix)] if vectors else np.asarray(
+        tf.linalg.eigvalsh(matrix))
 
 
 def feature_statistics(feature_batches):
@@ -85,8 +96,11 @@ def inception_features_fn(weights="imagenet"):
 
     Keras' ImageNet InceptionV3 is not the 2015 TF graph that pytorch-fid ports: its FIDs
     rank models as the paper's do but do not equal published values (SPEC.md "Metrics").
-    `weights`: "imagenet" (downloaded once), a local .h5 / .weights.h5 file, or None.
+    `weights`: "imagenet" (downloaded once), a local .h5 / .weights.h5 file, or None; or
+    that 2015 graph (a .tgz or .pb file, see inception_graph_features_fn) in its place.
     """
+    if is_inception_graph(weights):
+        return inception_graph_features_fn(weights)
     try:
         inception = keras.applications.InceptionV3(
             include_top=False, weights=weights, input_shape=(299, 299, 3), pooling="avg")
@@ -104,6 +118,73 @@ def inception_features_fn(weights="imagenet"):
         return inception(pixels, training=False)
 
     return lambda images: features(tf.convert_to_tensor(images, tf.float32)).numpy()
+
+
+# The "inception-2015-12-05" graph that the original FID code loads (TTUR, Heusel et al. 2017)
+# and pytorch-fid ports: FIDs in its pool_3 space are the published ones. Never downloaded.
+INCEPTION_GRAPH = "inception-2015-12-05 (TTUR, comparable to published FIDs)"
+KERAS_INCEPTION = "Keras InceptionV3: ranks models, not pytorch-fid's values"
+_GRAPH_INPUT, _GRAPH_FEATURES = "ExpandDims:0", "pool_3:0"  # TTUR's feed and fetch
+
+
+def is_inception_graph(weights):
+    """Whether --inception_weights names the 2015 graph: its .tgz archive or its .pb."""
+    return isinstance(weights, (str, os.PathLike)) and str(weights).endswith(
+        (".pb", ".tgz", ".tar.gz"))
+
+
+def read_inception_graph(path):
+    """The GraphDef of inception-2015-12-05.tgz or of its classify_image_graph_def.pb;
+    ValueError (one line) for anything else, or a graph without TTUR's two tensors."""
+    what = f"{path} is not the inception-2015-12-05 graph (.tgz or classify_image_graph_def.pb)"
+    try:
+        if tarfile.is_tarfile(path):
+            with tarfile.open(path) as archive:  # without the .pb: an empty graph, refused below
+                member = next((m for m in archive.getmembers() if m.isfile() and os.path.basename(
+                    m.name) == "classify_image_graph_def.pb"), None)
+                blob = archive.extractfile(member).read() if member else b""
+        else:
+            blob = pathlib.Path(path).read_bytes()
+        graph_def = tf.compat.v1.GraphDef.FromString(blob)
+    except Exception as error:  # no file, a damaged archive, not a GraphDef (a DecodeError)
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{what}: {reason}") from error
+    names = {node.name for node in graph_def.node}
+    missing = [name for name in (_GRAPH_INPUT, _GRAPH_FEATURES) if name[:-2] not in names]
+    if missing:
+        raise ValueError(f"{what}: it has no tensor {' or '.join(missing)}")
+    for node in graph_def.node:  # forget the recorded batch-1 shapes (TTUR patches them too)
+        if "_output_shapes" in node.attr:
+            del node.attr["_output_shapes"]
+    return graph_def
+
+
+def inception_graph_features_fn(path):
+    """Images in [0, 1] (any batch and size, 1 or 3 channels) -> the 2048-d pool_3 features of
+    the 2015 graph, fed as TTUR feeds it: RGB in 0..255 (rounded, as the 8-bit image files of
+    published FIDs) into 'ExpandDims:0', which resizes to 299 px itself. The graph is
+    imported with that input replaced by a placeholder of any batch size."""
+    graph_def = read_inception_graph(path)
+
+    def network(pixels):
+        pool_3, = tf.graph_util.import_graph_def(graph_def, {_GRAPH_INPUT: pixels},
+                                                 [_GRAPH_FEATURES], name="FID_Inception_Net")
+        return tf.reshape(pool_3, [-1, 2048])
+
+    try:
+        network = tf.compat.v1.wrap_function(
+            network, [tf.TensorSpec([None, None, None, 3], tf.float32)])
+    except (ValueError, TypeError, tf.errors.OpError) as error:
+        raise ValueError(f"cannot import the graph of {path}: "
+                         f"{str(error).strip().splitlines()[0]}") from error
+
+    def features(images):
+        images = tf.convert_to_tensor(images, tf.float32)
+        if images.shape[-1] == 1:
+            images = tf.image.grayscale_to_rgb(images)
+        return network(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0)).numpy()
+
+    return features
 
 
 def build_factor_classifier(image_shape, factor_names, factor_sizes):
@@ -339,6 +420,15 @@ def _sample_code(encoder, images, rng):
     return mu + np.exp(logvar / 2) * rng.standard_normal(mu.shape)
 
 
+def _codes(encoder, images, rng, code_prior=None):
+    """c for a batch of real images: the encoder's posterior samples, or, for a run whose c
+    has a fixed prior (InfoGAN's code_prior, "uniform" U(-1, 1) or "normal"), the prior's."""
+    if code_prior is None:
+        return _sample_code(encoder, images, rng)
+    shape = (len(images), encoder.output_shape[-1] // 2)
+    return rng.uniform(-1, 1, shape) if code_prior == "uniform" else rng.standard_normal(shape)
+
+
 def _generate(generator, c, rng):
     """G([z, c]) mapped from [-1, 1] to [0, 1], with z ~ N(0, I) of the generator's width."""
     z = rng.standard_normal((len(c), generator.inputs[0].shape[-1]))
@@ -346,16 +436,17 @@ def _generate(generator, c, rng):
     return (images + 1) / 2
 
 
-def distill_lower_bound(generator, encoder, real_batches, num_samples=10_000, seed=0):
+def distill_lower_bound(generator, encoder, real_batches, num_samples=10_000, seed=0,
+                        code_prior=None):
     """L_I = -E[NLL of c under Encoder(G(z, c))]; higher means G(s) keeps more of c.
 
-    c ~ q(c|x) on `real_batches` (images in [0, 1]), z ~ N(0, I); the encoder sees G's
-    output mapped to [0, 1] (SPEC.md "Stage 2 objective").
+    c ~ q(c|x) on `real_batches` (images in [0, 1]; or code_prior's samples, see _codes),
+    z ~ N(0, I); the encoder sees G's output mapped to [0, 1] (SPEC.md "Stage 2 objective").
     """
     rng = np.random.default_rng(seed)
     total, count = 0.0, 0
     for real in real_batches:
-        c = _sample_code(encoder, real[:num_samples - count], rng)
+        c = _codes(encoder, real[:num_samples - count], rng, code_prior)
         mu_hat, logvar_hat = _posterior(encoder, _generate(generator, c, rng))
         nll = 0.5 * (np.log(2 * np.pi) + logvar_hat + (c - mu_hat) ** 2 / np.exp(logvar_hat))
         total, count = total + nll.sum(), count + len(c)
@@ -364,6 +455,62 @@ def distill_lower_bound(generator, encoder, real_batches, num_samples=10_000, se
     if count == 0:
         raise ValueError("distill_lower_bound got no real images.")
     return -total / count
+
+
+# --- GILBO (Alemi & Fischer 2018; paper Table 3 and its footnotes 3 to 5) -----------------
+def gilbo(generator, encoder, real_batches, num_samples=10_000, train_steps=2_000,
+          learning_rate=1e-3, seed=0, code_prior=None, auxiliary=None):
+    """GILBO without H(c): E[log e(c | G(z, c))] for an auxiliary encoder e trained, with G
+    frozen, to maximise it; higher means G(s) keeps more of c (nats).
+
+    e is a fresh copy of the encoder's architecture (keras.models.clone_model: the same
+    layers, newly initialised weights), or `auxiliary` (a model of the same contract, e.g.
+    already trained). It sees G's output mapped to [0, 1] and resized bilinearly to its input
+    (the paper's footnote 5). c is drawn as for L_I: the encoder's posterior samples on
+    `real_batches`, or code_prior's (see _codes). e takes train_steps Adam(learning_rate)
+    steps, one real batch of fresh (c, G(z, c)) pairs each; the bound is then averaged over
+    num_samples fresh pairs. Like the paper (footnote 3), H(c) is not added: a generator
+    that ignores c scores about -H(c) (for a Gaussian c, -sum_j log(2 pi e var_j) / 2) at
+    best, whatever e learns; one whose images carry c scores far above it.
+    """
+    rng = np.random.default_rng(seed)
+    keras.utils.set_random_seed(seed)
+    auxiliary = auxiliary or keras.models.clone_model(encoder)
+    optimizer = keras.optimizers.Adam(learning_rate)
+    optimizer.build(auxiliary.trainable_weights)
+    size = tuple(auxiliary.input_shape[1:3])
+    view = lambda images: (images if tuple(images.shape[1:3]) == size  # noqa: E731
+                           else tf.image.resize(images, size, "bilinear"))
+
+    @tf.function(reduce_retracing=True)
+    def train_step(images, c):
+        with tf.GradientTape() as tape:
+            mu, logvar = tf.split(auxiliary(view(images), training=True), 2, axis=-1)
+            loss = tf.reduce_mean(tf.reduce_sum(
+                logvar + tf.square(c - mu) * tf.exp(-logvar), axis=-1)) / 2
+        weights = auxiliary.trainable_weights
+        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+
+    batches = iter(real_batches)
+
+    def pairs(n=None):
+        """(c, G(z, c) in [0, 1]) for up to n images of the next real batch."""
+        real = next(batches, None)
+        if real is None:
+            raise ValueError("gilbo ran out of real images.")
+        c = _codes(encoder, real if n is None else real[:n], rng, code_prior)
+        return c, tf.convert_to_tensor(_generate(generator, c, rng), tf.float32)
+
+    for _ in range(train_steps):
+        c, images = pairs()
+        train_step(images, tf.convert_to_tensor(c, tf.float32))
+    total, count = 0.0, 0
+    while count < num_samples:
+        c, images = pairs(num_samples - count)
+        mu, logvar = np.split(np.asarray(auxiliary(view(images)), np.float64), 2, axis=-1)
+        log_e = -0.5 * (np.log(2 * np.pi) + logvar + (c - mu) ** 2 / np.exp(logvar))
+        total, count = total + log_e.sum(), count + len(c)
+    return total / count
 
 
 # ==========================================================================================
@@ -377,6 +524,11 @@ SECONDS = dict(classifier_step=0.026, encode=2.2e-4, real=3.5e-4, vae=8e-4, idga
                l_i=8e-4, inception=0.057, resnet_64=0.0085)
 FVM_STAGES = {"factor_vae_score": "FactorVAE metric, disentanglement_lib's protocol",
               "factor_vae_score_paper": "FactorVAE metric, the paper's protocol"}
+
+
+def _gilbo_steps(num_samples):
+    """GILBO's auxiliary encoder trains min(2000, num_samples / 10) steps (one batch each)."""
+    return min(2000, max(1, num_samples // 10))
 
 
 def sample_size_error(num_samples, ground_truth, flag="num_samples"):
@@ -423,7 +575,9 @@ def describe_evaluation(num_samples, ground_truth, has_idgan, res=64, disentangl
                ("FID, VAE samples", n, "images", n * vae)]
     if has_idgan:
         stages += [(f"FID, real images at {res} px", n, "images", n * real)] if res != 64 else []
-        stages += [("FID, ID-GAN samples", n, "images", n * idgan), ("L_I", n, "samples", n * l_i)]
+        stages += [("FID, ID-GAN samples", n, "images", n * idgan), ("L_I", n, "samples", n * l_i),
+                   ("GILBO", n, "samples",  # training: batches of 100 pairs, ~2x L_I's cost each
+                    (n + 200 * _gilbo_steps(n)) * l_i)]
     parts = [f"{stage} ({count:,} {unit}, ~{_duration(seconds)})"
              for stage, count, unit, seconds in stages]
     return (f"Evaluation on {n:,} samples: {', '.join(parts)}; roughly "
@@ -473,7 +627,8 @@ def _load_run(run, names, keys):
 def _load_runs(vae_run, idgan_run):
     """[(flags, (dataset, data_dir, painting))] of the VAE run and the ID-GAN run if any; the
     ID-GAN's data is its own, fields it lacks taken from stage 1 (as train_idgan.py does)."""
-    vae = _load_run(vae_run, ("encoder.keras", "decoder.keras"), ("dataset", "res", "c_dim"))
+    # decoder.keras is optional: a run without one (InfoGAN's) has no VAE samples to score.
+    vae = _load_run(vae_run, ("encoder.keras",), ("dataset", "res", "c_dim"))
     runs = [vae] + ([_load_run(idgan_run, ("generator.keras",), ("res",))] if idgan_run else [])
     return [(run, tuple(run.get(k, vae.get(k)) for k in ("dataset", "data_dir", "painting")))
             for run in runs]
@@ -488,8 +643,8 @@ def _fid_features(data, source, path, steps, seed, inception_weights, log):
     """(features_fn, description, classifier record or None) for FID on one dataset."""
     name, data_dir, painting = source
     if not data.has_ground_truth(name):
-        return (inception_features_fn(inception_weights),
-                "Keras InceptionV3: ranks models, not pytorch-fid's values", None)
+        return (inception_features_fn(inception_weights), INCEPTION_GRAPH
+                if is_inception_graph(inception_weights) else KERAS_INCEPTION, None)
     progress = _Progress(log, f"factor classifier training ({name})", steps, "steps")
     classifier, record = load_or_train_factor_classifier(
         path, data.ground_truth_data(name, data_dir=data_dir, painting=painting), steps,
@@ -519,7 +674,8 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=No
              classifier_path=None, classifier_steps=5000, inception_weights="imagenet", seed=0,
              disentanglement=True, log=print):
     """FVM (both protocols) and MIG on the encoder's dataset, FIDs of VAE and ID-GAN samples,
-    and L_I, written to `out` (default: metrics.json in the ID-GAN run, else the VAE run).
+    L_I and GILBO, written to `out` (default: metrics.json in the ID-GAN run, else the VAE
+    run). GILBO trains its auxiliary encoder for min(2000, num_samples / 10) steps.
 
     The ID-GAN may have another dataset than the encoder (CelebA -> CelebA-HQ) with the
     encoder's channels: its FID and its codes c then come from its flags.json's data, resized
@@ -537,7 +693,9 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=No
         raise ValueError(error or f"batch_size={batch_size} and classifier_steps="
                          f"{classifier_steps} must be positive")
     load = lambda run, name: keras.models.load_model(os.path.join(run, name), compile=False)  # noqa
-    encoder, decoder = load(vae_run, "encoder.keras"), load(vae_run, "decoder.keras")
+    encoder = load(vae_run, "encoder.keras")
+    has_decoder = os.path.isfile(os.path.join(vae_run, "decoder.keras"))
+    decoder = load(vae_run, "decoder.keras") if has_decoder else None
     generator = load(idgan_run, "generator.keras") if idgan_run else None
     if generator is not None and generator.output_shape[-1] != encoder.input_shape[-1]:
         raise ValueError(f"{idgan_run} makes {generator.output_shape[-1]}-channel images "
@@ -574,9 +732,10 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=No
                                  painting=painting)
 
     real = statistics("FID, real images", features_fn, dataset(source, vae_res))
-    results["fid_vae"] = frechet_distance(*real, *statistics(
-        "FID, VAE samples", features_fn, generate=lambda n: decoder(
-            rng.standard_normal((n, vae_flags["c_dim"])).astype(np.float32), training=False)))
+    if decoder is not None:
+        results["fid_vae"] = frechet_distance(*real, *statistics(
+            "FID, VAE samples", features_fn, generate=lambda n: decoder(
+                rng.standard_normal((n, vae_flags["c_dim"])).astype(np.float32), training=False)))
     if not idgan_run:
         _save(out or os.path.join(vae_run, "metrics.json"), results)
         return results
@@ -595,9 +754,10 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=No
                           dataset(idgan_source, res))
     posterior_images = iter(dataset(idgan_source, res, shift=1))  # endless, as in training
     uses_codes = generator.inputs[1].shape[-1] > 0  # c of width 0: the plain GAN
+    code_prior = idgan_flags.get("code_prior")  # InfoGAN's fixed prior of c, else None
 
     def generate(n):  # c from the aggregated posterior, as in stage-2 training
-        c = _sample_code(encoder, next(posterior_images)[:n], rng)
+        c = _codes(encoder, next(posterior_images)[:n], rng, code_prior)
         return _generate(generator, c if uses_codes else np.zeros((n, 0)), rng)
 
     results["fid_idgan"] = frechet_distance(
@@ -605,8 +765,15 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=No
     if uses_codes:
         progress = _Progress(log, "L_I", num_samples, "samples")
         batches = map(progress.counting(lambda batch: batch), posterior_images)
-        results["l_i"] = distill_lower_bound(generator, encoder, batches, num_samples, seed)
+        results["l_i"] = distill_lower_bound(generator, encoder, batches, num_samples, seed,
+                                             code_prior)
         progress.end()
+        gilbo_steps = _gilbo_steps(num_samples)  # of batch_size fresh pairs each
+        progress = _Progress(log, "GILBO", num_samples, "samples")
+        results["gilbo"] = gilbo(generator, encoder, posterior_images, num_samples,
+                                 gilbo_steps, seed=seed, code_prior=code_prior)
+        results["gilbo_train_steps"] = gilbo_steps
+        progress.end(f" (its encoder trained {gilbo_steps:,} steps first)")
     _save(out or os.path.join(idgan_run, "metrics.json"), results)
     return results
 
@@ -621,7 +788,9 @@ def _define_flags():
     flags.DEFINE_string("classifier", None,
                         "Factor classifier cache (default: VAE_RUN/factor_classifier.keras).")
     flags.DEFINE_string("inception_weights", "imagenet",
-                        "InceptionV3 weights for FID on natural images: imagenet or a local file.")
+                        "FID network on natural images: imagenet (Keras' InceptionV3), a local "
+                        "Keras .h5 file, or the 2015 graph of published FIDs: a local "
+                        "inception-2015-12-05.tgz or its classify_image_graph_def.pb.")
     flags.mark_flag_as_required("vae")
 
 

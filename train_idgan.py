@@ -21,7 +21,7 @@ import keras  # noqa: E402
 import data  # noqa: E402
 import idgan  # noqa: E402
 from train_vae import (  # noqa: E402
-    RESUMABLE, adapt_to_strategy, check_eval_samples, check_jit_compile, check_no_arguments,
+    RESUMABLE, adapt_to_strategy, check_eval_samples, check_speed_flags, check_no_arguments,
     check_nonnegative, check_paths, check_positive, check_resolution, check_run_dir,
     create_run_dir, define_shared_flags, evaluate, fail, first_line, fit_resumable,
     flag_values, image_grid, is_chief, load_dataset, make_strategy, parse_flags,
@@ -156,7 +156,7 @@ def main(argv):
         encoder, c_dim, stage1 = load_encoder(FLAGS.vae)
     config = resolved_flags(encoder, stage1)
     check_flags(config, encoder)
-    check_jit_compile(config, strategy)
+    check_speed_flags(config, strategy)
     check_run_dir(config, RESUMABLE, strategy)
     c_dim = c_dim if config["use_codes"] else 0
     decoder_path = os.path.join(config["vae"], "decoder.keras")

@@ -37,7 +37,8 @@ BETA = {"chairs": 10.0, "cars": 5.0}  # run_chairs.sh --beta 10, run_cars.sh --b
 # Flags that may change between runs of one directory; out_dir and vae are places, not
 # settings, so a run directory can be moved or copied and resumed where it now is.
 RESUMABLE = ("steps", "log_every", "backup_every", "overwrite", "evaluate", "eval_samples",
-             "strategy", "jit_compile", "mixed_precision", "out_dir", "vae")
+             "inception_weights", "strategy", "jit_compile", "mixed_precision", "steps_per_execution",
+             "out_dir", "vae")
 
 
 def define_flags():
@@ -76,8 +77,16 @@ def define_shared_flags():
                          "Samples for FID and L_I; also caps FVM / MIG sizes (metrics.py). "
                          "Default: 50,000, fewer for short runs (5 per training step, at "
                          "least 1,000).", **main_module)
+    flags.DEFINE_string("inception_weights", "imagenet",
+                        "FID network on natural images: Keras' ImageNet InceptionV3 ('imagenet' "
+                        "or a .h5 file), or the inception-2015-12-05 .tgz / .pb of published "
+                        "FIDs (metrics.py).", **main_module)
     flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (helps on GPUs).",
                       **main_module)
+    flags.DEFINE_integer("steps_per_execution", 1,
+                         "Train steps per call into TensorFlow; the host reads the losses once "
+                         "per call (a GPU then runs this many steps without waiting). Must "
+                         "divide --steps, --log_every and --backup_every.", **main_module)
     flags.DEFINE_bool("mixed_precision", False,
                       "bfloat16 compute, float32 weights and losses (helps on A100 / H100 GPUs "
                       "and CPUs with AMX or AVX512-BF16).", **main_module)
@@ -122,7 +131,7 @@ def main(argv):
     config = resolved_flags()
     check_flags(config)
     strategy = make_strategy(config["strategy"])
-    check_jit_compile(config, strategy)
+    check_speed_flags(config, strategy)
     check_run_dir(config, RESUMABLE, strategy)
     channels = data.num_channels(config["dataset"])
     set_precision(config)
@@ -236,6 +245,9 @@ def check_paths(config):
         fail(f"--data_dir {config['data_dir']} does not exist or is not a directory")
     if config.get("painting") and not os.path.isfile(config["painting"]):
         fail(f"--painting {config['painting']} does not exist")
+    weights = config.get("inception_weights", "imagenet")
+    if config.get("evaluate") and weights != "imagenet" and not os.path.isfile(weights):
+        fail(f"--inception_weights {weights} does not exist")
 
 
 ARTIFACTS = ("flags.json", "checkpoint.weights.h5", "logs")
@@ -320,11 +332,18 @@ def make_strategy(name):
     return tf.distribute.get_strategy()
 
 
-def check_jit_compile(config, strategy):
-    """Keras 3 cannot XLA-compile a train step that runs on several replicas."""
+def check_speed_flags(config, strategy):
+    """Keras 3 cannot XLA-compile a train step that runs on several replicas; the monitor
+    acts after whole executions, so --steps_per_execution must divide every step it acts at."""
     if config["jit_compile"] and strategy.num_replicas_in_sync > 1:
         fail(f"--jit_compile needs one device, not {strategy.num_replicas_in_sync} replicas: "
              "add --strategy=one_device or drop --jit_compile")
+    per_call = config.get("steps_per_execution", 1)
+    if per_call < 1:
+        fail(f"--steps_per_execution={per_call} must be positive")
+    for name in ("steps", "log_every", "backup_every"):
+        if config[name] % per_call:
+            fail(f"--steps_per_execution={per_call} must divide --{name}={config[name]}")
 
 
 def set_precision(config):
@@ -419,7 +438,9 @@ class RunMonitor(keras.callbacks.Callback):
         self.start_step = self.steps_done()
 
     def on_train_batch_end(self, batch, logs=None):
-        step = self.steps_done()
+        # batch: the last step of this execution within this fit. Counting here, rather than
+        # reading the optimizer's counter, costs no round trip to the device.
+        step = self.start_step + batch + 1
         logs = {name: float(np.mean(value)) for name, value in (logs or {}).items()}
         if not all(np.isfinite(value) for value in logs.values()):
             self.stop(step)
@@ -492,7 +513,8 @@ def evaluate(config, run_dir, vae_run=None):
           f"python metrics.py --vae={runs[0]}" + (f" --idgan={run_dir}" if vae_run else "")
           + f" --num_samples={num_samples}", flush=True)
     try:
-        results = metrics.evaluate(*runs, num_samples=num_samples)
+        results = metrics.evaluate(*runs, num_samples=num_samples,
+                                   inception_weights=config["inception_weights"])
     except (OSError, ValueError, RuntimeError) as error:
         fail(f"training finished but evaluation failed: {first_line(error)}")
     print("Metrics (metrics.json):")
@@ -521,6 +543,7 @@ def fit_resumable(model, stream, config, run_dir, strategy, log_pictures, steps_
     monitor = RunMonitor(run_dir, config, log_pictures, steps_done, is_chief(strategy))
     monitor.last_backup = steps_done() or None
     remaining = config["steps"] - steps_done()
+    model.steps_per_execution = config.get("steps_per_execution", 1)
     if remaining > 0:
         model.fit(stream, epochs=1, steps_per_epoch=remaining, callbacks=[monitor],
                   shuffle=False, verbose=0)

@@ -161,12 +161,14 @@ class BetaVAE(keras.Model):
         mu, _ = split_stats(self.encoder(images))
         return ops.sigmoid(self.decoder(mu))
 
-    def elbo_terms(self, images):
-        """Per-example reconstruction loss and KL, and the sampled codes."""
+    def elbo_terms(self, images, return_logits=False):
+        """Per-example reconstruction loss and KL, and the sampled codes (and with
+        return_logits, the decoder's logits of the reconstructions)."""
         mu, logvar = split_stats(self.encoder(images, training=True))
         codes = sample_codes(mu, logvar, self.seed_generator)
         logits = self.decoder(codes, training=True)
-        return reconstruction_loss(images, logits, self.likelihood), kl_divergence(mu, logvar), codes
+        terms = reconstruction_loss(images, logits, self.likelihood), kl_divergence(mu, logvar), codes
+        return terms + (logits,) if return_logits else terms
 
     def train_step(self, data):
         images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -185,9 +187,17 @@ class BetaVAE(keras.Model):
             trackers[name].update_state(value)
         return {m.name: m.result() for m in self.metrics}
 
+    def compile(self, optimizer, discriminator_optimizer=None, **kwargs):
+        """optimizer: the VAE's (adam); discriminator_optimizer: that of a subclass's
+        self.discriminator (FactorVAE's tc_optimizer; VAE-GAN in benchmarks/baselines.py)."""
+        super().compile(optimizer=optimizer, **kwargs)
+        self.discriminator_optimizer = discriminator_optimizer
+
     def build_optimizers(self):
         """Create optimizer slots now, so restored checkpoints fill them (see README)."""
         self.optimizer.build(self.vae_weights)
+        if self.discriminator_optimizer is not None:
+            self.discriminator_optimizer.build(self.discriminator.trainable_weights)
 
 
 # ---------------------------------------------------------------------------------------
@@ -212,14 +222,6 @@ class FactorVAE(BetaVAE):
     @property
     def metrics(self):
         return super().metrics + [self.tc_tracker, self.discriminator_tracker]
-
-    def compile(self, optimizer, discriminator_optimizer, **kwargs):
-        super().compile(optimizer=optimizer, **kwargs)
-        self.discriminator_optimizer = discriminator_optimizer
-
-    def build_optimizers(self):
-        super().build_optimizers()
-        self.discriminator_optimizer.build(self.discriminator.trainable_weights)
 
     def train_step(self, data):
         images, _, _ = keras.utils.unpack_x_y_sample_weight(data)

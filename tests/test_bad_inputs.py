@@ -1,6 +1,6 @@
 """Every bad flag, path or file: one line, a non-zero exit, no traceback, nothing touched.
 
-One table covers the three command-line scripts. The cases run two at a time (each is a
+One table covers the command-line scripts (benchmarks/train_baseline.py too). The cases run two at a time (each is a
 fresh Python process that imports TensorFlow) in a module fixture; each row is then its
 own test. Rows marked RUN point the script at an existing run directory, which must stay
 byte-identical; the others name a fresh --out_dir, which must not be created.
@@ -18,6 +18,7 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 TINY = ["--res=32", "--c_dim=3", "--batch_size=8", "--log_every=2", "--noevaluate"]
 TINY_GAN = ["--batch_size=4", "--log_every=1", "--steps=1", "--noevaluate"]
 RUN, FRESH = "{run}", "{out}"  # --out_dir of a row: the existing run, or a new directory
+BASELINE = os.path.join("benchmarks", "train_baseline.py")
 
 CASES = [
     # train_vae.py: flags
@@ -32,6 +33,8 @@ CASES = [
      "--beta applies to --model=beta_vae; factor_vae uses beta 1"),
     ("train_vae.py", ["--gamma=10"], FRESH, "--gamma applies to --model=factor_vae"),
     ("train_vae.py", ["--eval_samples=1"], FRESH, "--eval_samples=1 must be at least 2"),
+    ("train_vae.py", ["--evaluate", "--inception_weights={root}/missing.tgz"], FRESH,
+     "missing.tgz does not exist"),
     # train_vae.py: paths and files
     ("train_vae.py", ["--dataset=celeba", "--data_dir={root}/missing"], FRESH, "does not exist"),
     ("train_vae.py", ["--dataset=celeba", "--data_dir={root}/empty"], FRESH, "is empty"),
@@ -72,6 +75,16 @@ CASES = [
     ("train_idgan.py", ["--vae={run}", "--r1=-2"], FRESH, "--r1=-2.0 must not be negative"),
     ("train_idgan.py", ["--vae={run}", "--out_dir={root}/broken_run"], None,
      "broken_run/flags.json is not a readable run description"),
+    # benchmarks/train_baseline.py (the comparison systems)
+    (BASELINE, [], FRESH, "--system is required: one of infogan, vae_gan, end_to_end, cgan"),
+    (BASELINE, ["--system=foo"], FRESH, "--system=foo: value should be one of"),
+    (BASELINE, ["--system=infogan", "--info_weight=-1"], FRESH,
+     "--info_weight=-1.0 must not be negative"),
+    (BASELINE, ["--system=vae_gan", "--info_weight=2"], FRESH,
+     "--info_weight applies to --system=infogan, not vae_gan"),
+    (BASELINE, ["--system=cgan"], FRESH, "--system=cgan needs --vae"),
+    (BASELINE, ["--system=cgan", "--vae={run}", "--dataset=color_sprites"], FRESH,
+     "the encoder takes 1 channels"),
     # metrics.py
     ("metrics.py", ["--vae={run}", "stray"], None, "unexpected arguments"),
     ("metrics.py", ["--vae={run}", "--num_samples=0"], None, "--num_samples=0"),
@@ -84,7 +97,7 @@ def command(script, args, out_dir, root, run):
     args = [a.format(root=root, run=run) for a in args]
     if script == "train_vae.py":
         args = TINY + ["--steps=2"] + args
-    elif script == "train_idgan.py":
+    elif script in ("train_idgan.py", BASELINE):
         args = TINY_GAN + args
     if out_dir is not None:
         args.append("--out_dir=" + out_dir.format(run=run, out=os.path.join(root, "out")))
@@ -139,7 +152,8 @@ def test_bad_input_gives_one_line_and_touches_nothing(results, index):
     result = processes[index]
     assert result.returncode != 0, result.stdout[-2000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith(f"{script}: error:")]
+    errors = [line for line in result.stderr.splitlines()
+              if line.startswith(f"{os.path.basename(script)}: error:")]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-3000:]
     assert errors[0] == result.stderr.strip().splitlines()[-1]
     assert after == before  # the existing run is byte-identical

@@ -99,6 +99,19 @@ def test_nan_stops_training_and_keeps_the_last_good_backup(tmp_path):
     assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
+def test_nan_guard_stops_within_one_backup_interval_with_steps_per_execution(tmp_path):
+    """Losses are read once per execution of 5 steps. The loss turns NaN within the first
+    few steps (as in the test above), inside the first execution: the guard stops at its end,
+    step 5, the first backup point, and writes no backup of the bad weights."""
+    out = str(tmp_path / "nan_spe")
+    result = run("train_vae.py", *TINY, "--lr=1e12", "--steps=50", "--log_every=10",
+                 "--backup_every=5", "--steps_per_execution=5", f"--out_dir={out}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "NaN or infinite at step 5; training stopped and no good backup was written")
+    assert not os.path.exists(os.path.join(out, "checkpoint.weights.h5"))
+
+
 def epoch_losses(stdout):
     """The losses of each --log_every line (`step N/M: loss ... (timings)`), no timings."""
     return [re.sub(r" \(.*\)$", "", line) for line in stdout.splitlines()
@@ -139,6 +152,20 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, script, extra):
     assert one.keys() == two.keys()
     for name in one:
         np.testing.assert_array_equal(one[name], two[name], err_msg=name)
+
+
+def test_steps_per_execution_ends_at_the_same_weights(tmp_path):
+    """Several steps per call into TensorFlow change when the host looks, not what is trained."""
+    args = TINY + ["--steps=4", "--log_every=4", "--backup_every=2"]
+    runs = {k: str(tmp_path / f"spe{k}") for k in (1, 2)}
+    for k, out in runs.items():
+        result = run("train_vae.py", *args, f"--steps_per_execution={k}", f"--out_dir={out}")
+        assert result.returncode == 0, result.stderr
+        assert "Done: 4 of 4 steps" in result.stdout
+    one, two = (h5_values(os.path.join(d, "checkpoint.weights.h5")) for d in runs.values())
+    assert one.keys() == two.keys()
+    for name in one:
+        np.testing.assert_allclose(one[name], two[name], rtol=0, atol=1e-6, err_msg=name)
 
 
 def h5_values(path):

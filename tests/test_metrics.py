@@ -108,6 +108,23 @@ def test_frechet_distance_of_isotropic_gaussians():
     assert distance == pytest.approx(expected, rel=1e-10)
 
 
+def test_frechet_distance_lapack_route_on_cpu_equals_tensorflow_route_and_sqrtm(monkeypatch):
+    """On a CPU the two eigendecompositions are LAPACK's (scipy.linalg.eigh); where a GPU is
+    visible, TensorFlow's. Both equal scipy.linalg.sqrtm's route within 1e-9."""
+    d, rng = 64, np.random.default_rng(3)
+    args = (rng.normal(size=d), random_covariance(rng, d), rng.normal(size=d),
+            random_covariance(rng, d))
+    expected, eigh, calls = scipy_frechet(*args), scipy.linalg.eigh, []
+    monkeypatch.setattr(scipy.linalg, "eigh", lambda *a, **k: calls.append(1) or eigh(*a, **k))
+    lapack = metrics.frechet_distance(*args)
+    assert len(calls) == 2 and lapack == pytest.approx(expected, rel=1e-9)
+    devices = tf.config.list_logical_devices
+    monkeypatch.setattr(tf.config, "list_logical_devices",
+                        lambda kind=None: ["GPU:0"] if kind == "GPU" else devices(kind))
+    assert metrics.frechet_distance(*args) == pytest.approx(lapack, rel=1e-9)
+    assert len(calls) == 2  # TensorFlow's eigh this time
+
+
 def test_feature_statistics_match_numpy_over_uneven_batches():
     rng = np.random.default_rng(2)
     features = 1000.0 + rng.normal(size=(60, 7)) @ rng.normal(size=(7, 7))  # large offset
