@@ -606,9 +606,13 @@ class _Progress:
         return lambda batch: (fn(batch), self(self.done + len(batch)))[0]
 
     def end(self, note=""):
+        """The last line, with the stage's throughput (of what was done, or of the total)."""
         done = f"{self.done:,}/" if 0 < self.done < self.total else ""
-        spent = _duration(time.monotonic() - self.start)
-        self.log(f"  {self.stage}: {done}{self.total:,} {self.unit} in {spent}{note}")
+        seconds = max(time.monotonic() - self.start, 1e-9)
+        rate = (self.done or self.total) / seconds
+        rate = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2g}"
+        self.log(f"  {self.stage}: {done}{self.total:,} {self.unit} in {_duration(seconds)} "
+                 f"({rate} {self.unit}/s){note}")
 
 
 def _load_run(run, names, keys):

@@ -53,10 +53,7 @@ def define_flags():
     flags.DEFINE_bool("vdb", None, "Variational discriminator bottleneck (default: at 1024 px).")
     flags.DEFINE_integer("batch_size", None, "Global batch (default: 64; 24 at 256 px; 8 at 1024).")
     flags.DEFINE_integer("steps", 300_000, "Training steps.")
-    flags.DEFINE_integer("log_every", 1000, "Steps between logs and pictures.")
-    flags.DEFINE_integer("seed", 0, "Random seed.")
     flags.DEFINE_string("out_dir", None, "Run directory (default: runs/idgan_<dataset>_<res>).")
-    flags.DEFINE_bool("overwrite", False, "Delete the run in --out_dir and start afresh.")
     define_shared_flags()
 
 

@@ -56,16 +56,17 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 64, "Global batch size.")
     flags.DEFINE_float("lr", 1e-4, "Adam learning rate (PyTorch's Adam: eps 1e-8).")
     flags.DEFINE_integer("steps", None, "Training steps (default: 3e5 sprites, 1e6 natural).")
-    flags.DEFINE_integer("log_every", 1000, "Steps between logs and pictures.")
-    flags.DEFINE_integer("seed", 0, "Random seed.")
     flags.DEFINE_string("out_dir", None, "Run directory (default: runs/vae_<dataset>).")
-    flags.DEFINE_bool("overwrite", False, "Delete the run in --out_dir and start afresh.")
     define_shared_flags()
 
 
 def define_shared_flags():
     """Flags both scripts share, registered as the running script's own (see flag_values)."""
     main_module = dict(module_name=sys.argv[0])
+    flags.DEFINE_integer("log_every", 1000, "Steps between logs and pictures.", **main_module)
+    flags.DEFINE_integer("seed", 0, "Random seed.", **main_module)
+    flags.DEFINE_bool("overwrite", False, "Delete the run in --out_dir and start afresh.",
+                      **main_module)
     flags.DEFINE_enum("strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker", "tpu"],
                       "tf.distribute strategy; auto: mirrored over local GPUs, else default. "
                       "multi_worker reads TF_CONFIG.", **main_module)

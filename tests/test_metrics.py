@@ -360,7 +360,7 @@ def test_progress_lines_report_elapsed_and_remaining(monkeypatch):
     progress.end()
     assert lines == ["  stage: 25/100 images, 40 s elapsed, ~2 min left",  # 40 s x 75 / 25
                      "  stage: 50/100 images, 80 s elapsed, ~80 s left",
-                     "  stage: 50/100 images in 2 min"]  # ended early: what was done
+                     "  stage: 50/100 images in 2 min (0.42 images/s)"]  # ended early
 
 
 # --- L_I ---------------------------------------------------------------------
