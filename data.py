@@ -500,4 +500,17 @@ def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None, st
                 num_parallel_calls=tf.data.AUTOTUNE)
         batches = images.batch(batch_size, drop_remainder=True)
         batches = batches.map(lambda x: tf.ensure_shape(x, (batch_size, res, res, channels)))
-    return batches.prefetch(tf.data.AUTOTUNE)
+    return without_autotuning(batches.prefetch(tf.data.AUTOTUNE))
+
+
+def without_autotuning(dataset):
+    """The dataset with tf.data's autotuner off (parallel maps then use every core).
+
+    With it on, about half the fit() calls on our 2-core CPU trained at one core's speed:
+    the sprites ID-GAN step took 254.5 ms and the process used 1.07 cores instead of 143 ms
+    and 1.93, fixed for the whole call and drawn anew with each iterator. With it off,
+    14 of 14 calls were fast, and the input pipeline kept its throughput (sprites
+    ~110,000 images/s; 64 px from a folder of JPEGs ~1,900). benchmarks/vs_pytorch.py."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)

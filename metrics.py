@@ -301,6 +301,50 @@ def fid(real_dataset, generate_fn, features_fn, num_samples=50_000, batch_size=1
     return frechet_distance(*real_statistics(real_dataset, features_fn, num_samples), *fake)
 
 
+class FIDCurve(keras.callbacks.Callback):
+    """FID during training: every `every` steps, num_samples images of generate_fn(n)
+    against fixed real statistics (mu, sigma), logged as the TensorBoard scalar `fid` in
+    log_dir and as a row "step,fid" of csv_path. Steps count from start_step (the step a
+    resumed run starts at); rows after it, left by a run that stopped before its next
+    backup, are dropped first, so a resumed curve has each step once."""
+
+    def __init__(self, every, generate_fn, features_fn, real_stats, num_samples, csv_path,
+                 log_dir, start_step=0, batch_size=100, log=print):
+        super().__init__()
+        self.every, self.generate_fn, self.features_fn = every, generate_fn, features_fn
+        self.real_stats, self.num_samples, self.batch_size = real_stats, num_samples, batch_size
+        self.csv_path, self.log_dir, self.start_step, self.log = csv_path, log_dir, start_step, log
+
+    def on_train_begin(self, logs=None):
+        rows = read_fid_curve(self.csv_path) if os.path.exists(self.csv_path) else []
+        kept = "".join(f"{step},{value!r}\n" for step, value in rows if step <= self.start_step)
+        _save(self.csv_path, lambda path: pathlib.Path(path).write_text("step,fid\n" + kept))
+        self.writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.start_step + batch + 1  # as the run's monitor counts, no device read
+        if step % self.every:
+            return
+        start = time.monotonic()
+        fake = generated_statistics(self.generate_fn, self.features_fn, self.num_samples,
+                                    self.batch_size)
+        value = float(frechet_distance(*self.real_stats, *fake))
+        with open(self.csv_path, "a") as f:
+            f.write(f"{step},{value!r}\n")
+        with self.writer.as_default(step=step):
+            tf.summary.scalar("fid", value)
+        self.writer.flush()
+        self.log(f"step {step}: FID {value:.2f} ({self.num_samples:,} samples, "
+                 f"{_duration(time.monotonic() - start)})")
+
+
+def read_fid_curve(path):
+    """[(step, fid)] from a FIDCurve csv file."""
+    with open(path) as f:
+        return [(int(step), float(value)) for step, value in
+                (line.strip().split(",") for line in f.readlines()[1:] if line.strip())]
+
+
 # --- FactorVAE metric (Kim & Mnih 2018) and MIG (Chen et al. 2018), disentanglement_lib's way
 def _encode_samples(ground_truth_data, encode_fn, num_samples, rng, chunk=1024):
     """(factors, mean codes) of num_samples random observations, encoded chunk by chunk."""
@@ -436,6 +480,19 @@ def _generate(generator, c, rng):
     return (images + 1) / 2
 
 
+def generator_sampler(generator, encoder, real_batches, rng, code_prior=None):
+    """generate(n) -> n images in [0, 1] of G([z, c]), c drawn as in stage-2 training: from
+    the aggregated posterior on the next batch of real_batches (or the run's fixed prior);
+    width-0 c for a generator without one (the plain GAN), which needs no encoder."""
+    uses_codes = generator.inputs[1].shape[-1] > 0
+
+    def generate(n):
+        c = _codes(encoder, next(real_batches)[:n], rng, code_prior) if uses_codes else (
+            np.zeros((n, 0)))
+        return _generate(generator, c, rng)
+    return generate
+
+
 def distill_lower_bound(generator, encoder, real_batches, num_samples=10_000, seed=0,
                         code_prior=None):
     """L_I = -E[NLL of c under Encoder(G(z, c))]; higher means G(s) keeps more of c.
@@ -553,10 +610,10 @@ def _duration(seconds):
             else f"{seconds / 3600:.1f} h")
 
 
-def describe_evaluation(num_samples, ground_truth, has_idgan, res=64, disentanglement=True,
-                        classifier_steps=5000):
-    """One paragraph: what evaluate() computes, in order, and roughly how long it takes on a
-    2-core CPU (res: the ID-GAN's; the estimate scales generators with it)."""
+def evaluation_stages(num_samples, ground_truth, has_idgan, res=64, disentanglement=True,
+                      classifier_steps=5000):
+    """[(stage, count, unit, seconds on an idle 2-core CPU)] of evaluate(), in order (res:
+    the ID-GAN's; the estimate scales generators with it)."""
     n, s, scale = num_samples, SECONDS, (res / 64) ** 2
     stages = []  # (stage, count, unit, seconds)
     if ground_truth:
@@ -578,6 +635,15 @@ def describe_evaluation(num_samples, ground_truth, has_idgan, res=64, disentangl
         stages += [("FID, ID-GAN samples", n, "images", n * idgan), ("L_I", n, "samples", n * l_i),
                    ("GILBO", n, "samples",  # training: batches of 100 pairs, ~2x L_I's cost each
                     (n + 200 * _gilbo_steps(n)) * l_i)]
+    return stages
+
+
+def describe_evaluation(num_samples, ground_truth, has_idgan, res=64, disentanglement=True,
+                        classifier_steps=5000):
+    """One paragraph: what evaluate() computes, in order, and roughly how long it takes."""
+    n = num_samples
+    stages = evaluation_stages(n, ground_truth, has_idgan, res, disentanglement,
+                               classifier_steps)
     parts = [f"{stage} ({count:,} {unit}, ~{_duration(seconds)})"
              for stage, count, unit, seconds in stages]
     return (f"Evaluation on {n:,} samples: {', '.join(parts)}; roughly "
@@ -643,7 +709,7 @@ def _size_error(runs, num_samples, flag="num_samples"):
     return sample_size_error(num_samples, any(has_ground_truth(s[0]) for _, s in runs), flag)
 
 
-def _fid_features(data, source, path, steps, seed, inception_weights, log):
+def fid_feature_network(data, source, path, steps, seed, inception_weights, log):
     """(features_fn, description, classifier record or None) for FID on one dataset."""
     name, data_dir, painting = source
     if not data.has_ground_truth(name):
@@ -711,7 +777,7 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=No
                             classifier_steps))
     rng, steps = np.random.default_rng(seed), min(classifier_steps, num_samples)
     classifier_path = classifier_path or os.path.join(vae_run, "factor_classifier.keras")
-    features_fn, fid_features, record = _fid_features(
+    features_fn, fid_features, record = fid_feature_network(
         data, source, classifier_path, steps, seed, inception_weights, log)
     results = dict(dataset=source[0], vae=vae_run, idgan=idgan_run, num_samples=num_samples,
                    fid_features=fid_features)
@@ -748,7 +814,7 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=No
     if (name, painting) != (source[0], source[2]) and (
             ground_truth or data.has_ground_truth(name)):  # else the same network serves
         path = f"{os.path.splitext(classifier_path)[0]}_{name}.keras"
-        features_fn, fid_features, record = _fid_features(
+        features_fn, fid_features, record = fid_feature_network(
             data, idgan_source, path, steps, seed, inception_weights, log)
         if record:
             results["idgan_factor_classifier"] = record
@@ -757,16 +823,11 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=No
         real = statistics(f"FID, real images at {res} px ({name})", features_fn,
                           dataset(idgan_source, res))
     posterior_images = iter(dataset(idgan_source, res, shift=1))  # endless, as in training
-    uses_codes = generator.inputs[1].shape[-1] > 0  # c of width 0: the plain GAN
     code_prior = idgan_flags.get("code_prior")  # InfoGAN's fixed prior of c, else None
-
-    def generate(n):  # c from the aggregated posterior, as in stage-2 training
-        c = _codes(encoder, next(posterior_images)[:n], rng, code_prior)
-        return _generate(generator, c if uses_codes else np.zeros((n, 0)), rng)
-
+    generate = generator_sampler(generator, encoder, posterior_images, rng, code_prior)
     results["fid_idgan"] = frechet_distance(
         *real, *statistics("FID, ID-GAN samples", features_fn, generate=generate))
-    if uses_codes:
+    if generator.inputs[1].shape[-1] > 0:  # L_I and GILBO need c
         progress = _Progress(log, "L_I", num_samples, "samples")
         batches = map(progress.counting(lambda batch: batch), posterior_images)
         results["l_i"] = distill_lower_bound(generator, encoder, batches, num_samples, seed,

@@ -20,6 +20,7 @@ import keras  # noqa: E402
 
 import data  # noqa: E402
 import idgan  # noqa: E402
+import metrics  # noqa: E402
 from train_vae import (  # noqa: E402
     RESUMABLE, adapt_to_strategy, check_eval_samples, check_speed_flags, check_no_arguments,
     check_nonnegative, check_paths, check_positive, check_resolution, check_run_dir,
@@ -186,13 +187,24 @@ def main(argv):
         return draw_pictures(model.generator_ema, decoder, **pictures)
 
     write_flags(run_dir, config, strategy)
-    fit_resumable(model, stream, config, run_dir, strategy, log_pictures, steps_done)
+    fit_resumable(model, stream, config, run_dir, strategy, log_pictures, steps_done,
+                  sampler(model.generator_ema, encoder, config) if config["fid_every"] else None,
+                  os.path.join(config["vae"], "factor_classifier.keras"))
     if not is_chief(strategy):
         return
     if os.path.isfile(decoder_path):
         evaluate(config, run_dir, vae_run=config["vae"])
     elif config["evaluate"]:
         print("No evaluation: metrics.py needs --vae to be a stage-1 run directory.")
+
+
+def sampler(generator, encoder, config, code_prior=None):
+    """generate(n) -> n images in [0, 1] of the (moving-average) generator for --fid_every,
+    c from the encoder on a real stream of its own, as in training, or from code_prior."""
+    real = data.make_dataset(config["dataset"], config["res"], 100, config["data_dir"],
+                             config["seed"] + 1, config["painting"])
+    return metrics.generator_sampler(generator, encoder, iter(real),
+                                     np.random.default_rng(config["seed"]), code_prior)
 
 
 # ---------------------------------------------------------------------------------------

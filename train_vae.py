@@ -38,7 +38,7 @@ BETA = {"chairs": 10.0, "cars": 5.0}  # run_chairs.sh --beta 10, run_cars.sh --b
 # settings, so a run directory can be moved or copied and resumed where it now is.
 RESUMABLE = ("steps", "log_every", "backup_every", "overwrite", "evaluate", "eval_samples",
              "inception_weights", "strategy", "jit_compile", "mixed_precision", "steps_per_execution",
-             "out_dir", "vae")
+             "out_dir", "vae", "fid_every", "fid_samples", "fid_classifier")
 
 
 def define_flags():
@@ -78,6 +78,15 @@ def define_shared_flags():
                          "Samples for FID and L_I; also caps FVM / MIG sizes (metrics.py). "
                          "Default: 50,000, fewer for short runs (5 per training step, at "
                          "least 1,000).", **main_module)
+    flags.DEFINE_integer("fid_every", 0, "Steps between FIDs of the model's samples during "
+                         "training (0: none): TensorBoard scalar `fid` and fid_curve.csv.",
+                         **main_module)
+    flags.DEFINE_integer("fid_samples", 2000, "Samples per FID of --fid_every.", **main_module)
+    flags.DEFINE_string("fid_classifier", None, "--fid_every on the sprites family: the factor "
+                        "classifier whose features FID uses, used as it is if the file exists, "
+                        "else trained (5000 steps, seed 0) and saved there; runs given one file "
+                        "share one feature space. Default: factor_classifier.keras in the "
+                        "stage-1 run.", **main_module)
     flags.DEFINE_string("inception_weights", "imagenet",
                         "FID network on natural images: Keras' ImageNet InceptionV3 ('imagenet' "
                         "or a .h5 file), or the inception-2015-12-05 .tgz / .pb of published "
@@ -166,7 +175,11 @@ def main(argv):
                 "traversals": traversal_grid(encoder, decoder, fixed_images[:1])}
 
     write_flags(run_dir, config, strategy)
-    fit_resumable(model, stream, config, run_dir, strategy, log_pictures, steps_done)
+    rng, sample_decoder = np.random.default_rng(config["seed"]), vae.image_decoder(decoder)
+    prior_samples = lambda n: sample_decoder(  # noqa: E731
+        rng.standard_normal((n, config["c_dim"])).astype("float32"), training=False)
+    fit_resumable(model, stream, config, run_dir, strategy, log_pictures, steps_done,
+                  prior_samples, os.path.join(run_dir, "factor_classifier.keras"))
     if is_chief(strategy):
         evaluate(config, run_dir)
 
@@ -239,6 +252,12 @@ def check_eval_samples(config):
     """metrics.py needs two samples for a covariance (and FVM / MIG more: it says so)."""
     if config["eval_samples"] is not None and config["eval_samples"] < 2:
         fail(f"--eval_samples={config['eval_samples']} must be at least 2")
+    check_nonnegative(config, "fid_every")
+    if config["fid_samples"] < 2:
+        fail(f"--fid_samples={config['fid_samples']} must be at least 2")
+    folder = os.path.dirname(os.path.abspath(config["fid_classifier"] or "."))
+    if config["fid_every"] and not os.path.isdir(folder):
+        fail(f"--fid_classifier: the directory {folder} does not exist")
 
 
 def check_paths(config):
@@ -247,7 +266,8 @@ def check_paths(config):
     if config.get("painting") and not os.path.isfile(config["painting"]):
         fail(f"--painting {config['painting']} does not exist")
     weights = config.get("inception_weights", "imagenet")
-    if config.get("evaluate") and weights != "imagenet" and not os.path.isfile(weights):
+    if (config.get("evaluate") or config.get("fid_every")) and weights != "imagenet" and (
+            not os.path.isfile(weights)):
         fail(f"--inception_weights {weights} does not exist")
 
 
@@ -342,8 +362,8 @@ def check_speed_flags(config, strategy):
     per_call = config.get("steps_per_execution", 1)
     if per_call < 1:
         fail(f"--steps_per_execution={per_call} must be positive")
-    for name in ("steps", "log_every", "backup_every"):
-        if config[name] % per_call:
+    for name in ("steps", "log_every", "backup_every", "fid_every"):
+        if config.get(name) and config[name] % per_call:
             fail(f"--steps_per_execution={per_call} must divide --{name}={config[name]}")
 
 
@@ -536,17 +556,47 @@ def restore(model, config, steps_done):
     print(f"Resuming {config['out_dir']} from step {steps_done()}.")
 
 
-def fit_resumable(model, stream, config, run_dir, strategy, log_pictures, steps_done):
+def fid_curve(config, run_dir, generate_fn, start_step, classifier_path):
+    """metrics.FIDCurve for --fid_every: generate_fn(n) -> n images in [0, 1] against
+    --fid_samples real images, in the features metrics.py uses for the dataset (the
+    --fid_classifier factor classifier, trained with seed 0 if absent, or Inception)."""
+    source = (config["dataset"], config.get("data_dir"), config.get("painting"))
+    classifier_path = config["fid_classifier"] or classifier_path
+    print(f"FID every {config['fid_every']} steps on {config['fid_samples']:,} samples; "
+          "features first:", flush=True)
+    try:
+        if data.has_ground_truth(source[0]) and os.path.isfile(classifier_path):
+            features_fn = metrics.classifier_features_fn(  # a given classifier, used as it is
+                keras.models.load_model(classifier_path, compile=False))
+        else:
+            features_fn, _, _ = metrics.fid_feature_network(
+                data, source, classifier_path, 5000, 0, config["inception_weights"], print)
+        real = data.make_dataset(config["dataset"], config["res"], 100, config.get("data_dir"),
+                                 config["seed"] + 7, config.get("painting"))
+        real_stats = metrics.real_statistics(real, features_fn, config["fid_samples"])
+    except (OSError, ValueError, data.DataError) as error:
+        fail(f"--fid_every: {first_line(error)}")
+    return metrics.FIDCurve(config["fid_every"], generate_fn, features_fn, real_stats,
+                            config["fid_samples"], os.path.join(run_dir, "fid_curve.csv"),
+                            os.path.join(run_dir, "logs"), start_step)
+
+
+def fit_resumable(model, stream, config, run_dir, strategy, log_pictures, steps_done,
+                  generate_fn=None, classifier_path=None):
     """Train from the restored step to --steps on `stream` (which starts at that step, so
     a resumed run sees new batches), in one Keras fit: logging, backups and the stop at
     --steps count steps. A non-finite loss stops the run with one line, keeping the last
-    good backup."""
+    good backup. With --fid_every, generate_fn(n) (n images in [0, 1]) is scored as it
+    trains (fid_curve)."""
     monitor = RunMonitor(run_dir, config, log_pictures, steps_done, is_chief(strategy))
     monitor.last_backup = steps_done() or None
+    callbacks = [monitor]
+    if config.get("fid_every") and is_chief(strategy):
+        callbacks.append(fid_curve(config, run_dir, generate_fn, steps_done(), classifier_path))
     remaining = config["steps"] - steps_done()
     model.steps_per_execution = config.get("steps_per_execution", 1)
     if remaining > 0:
-        model.fit(stream, epochs=1, steps_per_epoch=remaining, callbacks=[monitor],
+        model.fit(stream, epochs=1, steps_per_epoch=remaining, callbacks=callbacks,
                   shuffle=False, verbose=0)
     if monitor.bad_step is not None:
         backup = os.path.join(run_dir, "checkpoint.weights.h5")

@@ -210,10 +210,15 @@ def main(argv):
         return save_and_draw(model, config, run_dir, real[:8])
 
     write_flags(run_dir, config, strategy)
-    fit_resumable(model, stream, config, run_dir, strategy, log_pictures, steps_done)
+    vae_run = config["vae"] if config["system"] == "cgan" else run_dir
+    generator = (baselines.decoder_as_generator(model.decoder) if config["system"] == "vae_gan"
+                 else model.generator_ema)
+    fit_resumable(model, stream, config, run_dir, strategy, log_pictures, steps_done,
+                  train_idgan.sampler(generator, model.encoder, config, config.get("code_prior"))
+                  if config["fid_every"] else None,
+                  os.path.join(vae_run, "factor_classifier.keras"))
     if not is_chief(strategy):
         return
-    vae_run = config["vae"] if config["system"] == "cgan" else run_dir
     if os.path.isfile(os.path.join(vae_run, "encoder.keras")):
         evaluate(config, run_dir, vae_run=vae_run)
     elif config["evaluate"]:

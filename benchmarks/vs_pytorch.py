@@ -113,18 +113,20 @@ def median_rate(run_window, images_per_window, windows):
 
 
 # ----------------------------------------------------------------------------------------
-# Ours: built and fitted as benchmarks/throughput.py does, on the in-memory batch.
+# Ours: built and fitted as benchmarks/throughput.py does, on the in-memory batch, with
+# tf.data's autotuner off as in data.make_dataset.
 
 
 def ours_rate(case, steps, windows):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, ROOT)
     import tensorflow as tf
+    import data
     import idgan
     import vae
 
     images = sprite_batch("color_sprites" if case == "idgan_resnet64" else "sprites")
-    dataset = tf.data.Dataset.from_tensors(images).repeat()
+    dataset = data.without_autotuning(tf.data.Dataset.from_tensors(images).repeat())
     if case == "beta_vae":
         model = vae.BetaVAE(vae.build_encoder(C_DIM, RES, 1), vae.build_decoder(C_DIM, RES, 1),
                             beta=8.0)

@@ -33,6 +33,12 @@ CASES = [
      "--beta applies to --model=beta_vae; factor_vae uses beta 1"),
     ("train_vae.py", ["--gamma=10"], FRESH, "--gamma applies to --model=factor_vae"),
     ("train_vae.py", ["--eval_samples=1"], FRESH, "--eval_samples=1 must be at least 2"),
+    ("train_vae.py", ["--fid_every=4", "--fid_samples=1"], FRESH,
+     "--fid_samples=1 must be at least 2"),
+    ("train_vae.py", ["--fid_every=4", "--fid_classifier={root}/missing/c.keras"], FRESH,
+     "--fid_classifier: the directory"),
+    ("train_vae.py", ["--fid_every=3", "--steps_per_execution=2", "--steps=8"], FRESH,
+     "--steps_per_execution=2 must divide --fid_every=3"),
     ("train_vae.py", ["--evaluate", "--inception_weights={root}/missing.tgz"], FRESH,
      "missing.tgz does not exist"),
     # train_vae.py: paths and files

@@ -1,0 +1,199 @@
+"""benchmarks/tables.py at tiny budgets, and the FID-over-steps callback (metrics.FIDCurve)."""
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import keras
+import tensorflow as tf
+
+import metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUDGET = 0.1  # minutes: the smallest step counts (10 and up)
+
+
+def tables(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "tables.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=900)
+
+
+def run_table(tmp_path_factory, table, *extra):
+    out = str(tmp_path_factory.mktemp(f"table{table}"))
+    result = tables(f"--table={table}", f"--budget={BUDGET}", f"--out_dir={out}", *extra)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return os.path.join(out, f"table{table}")
+
+
+def read(out, *path):
+    with open(os.path.join(out, *path)) as f:
+        return json.load(f) if path[-1].endswith(".json") else f.read()
+
+
+def markdown_rows(text):
+    return {cells[0]: cells[1:] for cells in (
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in text.splitlines() if line.startswith("| ") and "---" not in line)}
+
+
+def check_steps(out, names, stage_steps):
+    for name in names:
+        assert read(out, name, "flags.json")["steps"] == stage_steps, name
+
+
+# --- The FID-over-steps callback ----------------------------------------------------------
+
+
+def test_fid_curve_logs_closed_form_fids_and_keeps_each_step_once(tmp_path):
+    # Features = the pixels; generated images = the real ones shifted by delta, so the two
+    # Gaussians share a covariance and FID = |mean difference|^2 = D * delta^2.
+    rng = np.random.default_rng(0)
+    real = rng.random((400, 2, 2, 1)).astype(np.float32)
+    features = lambda images: np.asarray(images, np.float64).reshape(len(images), -1)  # noqa
+    real_stats = metrics.feature_statistics([features(real)])
+    deltas = iter([0.5, 0.25, 0.1])
+    delta = [0.0]
+
+    def generate(n):  # one delta per FID: the callback asks for 400 in batches of 100
+        if not generate.served % 400:
+            delta[0] = next(deltas)
+        start = generate.served % 400
+        generate.served += n
+        return real[start:start + n] + delta[0]
+    generate.served = 0
+
+    csv = tmp_path / "fid_curve.csv"
+    csv.write_text("step,fid\n10,9.0\n20,8.0\n30,7.0\n")  # 30: after the backup at 20
+    curve = metrics.FIDCurve(10, generate, features, real_stats, 400, str(csv),
+                             str(tmp_path / "logs"), start_step=20, log=lambda line: None)
+    curve.on_train_begin()
+    for batch in range(25):  # steps 21 .. 45: FIDs at 30 and 40
+        curve.on_train_batch_end(batch)
+    rows = metrics.read_fid_curve(str(csv))
+    assert [step for step, _ in rows] == [10, 20, 30, 40]
+    assert rows[:2] == [(10, 9.0), (20, 8.0)]
+    assert rows[2][1] == pytest.approx(4 * 0.5 ** 2, abs=1e-6)
+    assert rows[3][1] == pytest.approx(4 * 0.25 ** 2, abs=1e-6)
+    logged = {}
+    for path in glob.glob(str(tmp_path / "logs" / "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == "fid":
+                    logged[event.step] = float(tf.make_ndarray(value.tensor))
+    assert logged == pytest.approx({30: rows[2][1], 40: rows[3][1]})
+
+
+# --- The gap analysis -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gap(tmp_path_factory):
+    return run_table(tmp_path_factory, "gap")
+
+
+def test_gap_runs_share_encoders_and_steps(gap):
+    results = read(gap, "results.json")
+    plan = results["plan"]
+    check_steps(gap, ["vae"], plan["stage1_steps"])
+    check_steps(gap, ["idgan", "idgan_oracle", "gan"], plan["stage2_steps"])
+    assert read(gap, "idgan", "flags.json")["vae"] == os.path.join(gap, "vae")
+    assert read(gap, "gan", "flags.json")["vae"] == os.path.join(gap, "vae")
+    assert read(gap, "gan", "flags.json")["use_codes"] is False
+    assert read(gap, "idgan_oracle", "flags.json")["vae"] == os.path.join(gap, "oracle")
+    oracle = read(gap, "oracle", "flags.json")
+    assert (oracle["model"], oracle["c_dim"]) == ("oracle", 5)  # one code per factor
+    encoder = keras.models.load_model(os.path.join(gap, "oracle", "encoder.keras"))
+    stats = np.asarray(encoder(np.zeros((2, 64, 64, 1), np.float32)))
+    np.testing.assert_allclose(stats[:, 5:], np.log(0.1 ** 2), rtol=1e-5)  # fixed variance
+
+
+def test_gap_curves_are_what_the_runs_logged(gap):
+    results, table = read(gap, "results.json"), read(gap, "results.md")
+    rows = markdown_rows(table)
+    header = rows.pop("step")
+    for run, label in [("vae", "beta-VAE decoder"), ("idgan", "(a) ID-GAN, beta-VAE encoder"),
+                       ("idgan_oracle", "(b) ID-GAN, oracle encoder"), ("gan", "(c) plain GAN")]:
+        every = read(gap, run, "flags.json")["fid_every"]
+        steps = read(gap, run, "flags.json")["steps"]
+        curve = metrics.read_fid_curve(os.path.join(gap, run, "fid_curve.csv"))
+        assert [s for s, _ in curve] == list(range(every, steps + 1, every))
+        assert all(np.isfinite(v) and v >= 0 for _, v in curve)
+        assert [list(p) for p in results["curves"][label]] == [list(p) for p in curve]
+        column = header.index(label)
+        for step, value in curve:
+            assert float(rows[f"{step:,}"][column]) == pytest.approx(value, abs=0.006)
+    assert os.path.getsize(os.path.join(gap, "figures", "idgan_oracle_samples.png")) > 0
+
+
+# --- Tables 1, 2 and 3 --------------------------------------------------------------------
+
+
+def check_cells(rows, table_rows, columns):
+    """Every markdown cell equals results.json's value (2 decimals; Table 2: mean ± spread)."""
+    for name, values in table_rows.items():
+        values = values if isinstance(values, list) else [values]
+        for key, column in columns.items():
+            numbers = [v[key] for v in values if v.get(key) is not None]
+            cell = rows[name][column]
+            if not numbers:
+                assert cell == "-"
+                continue
+            assert float(cell.split(" ± ")[0]) == pytest.approx(np.mean(numbers), abs=0.006)
+
+
+def test_table3_reports_fid_l_i_and_gilbo_of_three_gans_on_one_encoder(tmp_path_factory):
+    out = run_table(tmp_path_factory, "3")
+    results = read(out, "results.json")
+    for run in ("cgan", "idgan_nodistill", "idgan"):
+        assert read(out, run, "flags.json")["vae"] == os.path.join(out, "beta_vae")
+    check_steps(out, ["cgan", "idgan_nodistill", "idgan"], results["plan"]["stage2_steps"])
+    assert read(out, "idgan_nodistill", "flags.json")["distill_weight"] == 0.0
+    rows = markdown_rows(read(out, "results.md"))
+    check_cells(rows, results["rows"], {"fid": 0, "l_i": 1, "gilbo": 2})
+    metrics_file = read(out, results["metrics"]["idgan"])
+    assert results["rows"]["ID-GAN"]["l_i"] == metrics_file["l_i"]
+    assert results["rows"]["ID-GAN"]["fid"] == metrics_file["fid_idgan"]
+
+
+def test_table2_compares_one_and_two_objectives(tmp_path_factory):
+    out = run_table(tmp_path_factory, "2", "--seeds=1")
+    results = read(out, "results.json")
+    check_steps(out, ["beta_vae_s0", "vae_gan_s0", "end_to_end_s0"], results["plan"]["stage1_steps"])
+    assert read(out, "idgan_s0", "flags.json")["vae"] == os.path.join(out, "beta_vae_s0")
+    rows = markdown_rows(read(out, "results.md"))
+    assert rows["ID-GAN (two-step)"][5] == "2.00 ± 1.74"  # the paper's FID beside ours
+    check_cells(rows, results["rows"], {"fvm_paper": 1, "fvm": 2, "mig": 4, "fid": 6})
+    two_step, vae = results["rows"]["ID-GAN (two-step)"][0], results["rows"]["beta-VAE"][0]
+    assert two_step["mig"] == vae["mig"]  # one encoder
+    assert two_step["fid"] == read(out, results["metrics"]["idgan_s0"])["fid_idgan"]
+
+
+def test_table1_runs_six_systems_on_color_sprites(tmp_path_factory):
+    out = run_table(tmp_path_factory, "1")
+    results = read(out, "results.json")
+    for name in ("vae", "beta_vae", "factor_vae"):
+        assert read(out, name, "flags.json")["dataset"] == "color_sprites"
+        assert read(out, f"idgan_{name}", "flags.json")["vae"] == os.path.join(out, name)
+    assert read(out, "vae", "flags.json")["beta"] == 1.0
+    rows = markdown_rows(read(out, "results.md"))
+    check_cells(rows, results["rows"], {"fvm_paper": 1, "fvm": 2, "mig": 4, "fid": 6})
+    assert rows["GAN"][1] == "-" and rows["GAN"][0] == "N/A"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--table=2", "--budget=0"], "--budget must be a positive number of minutes"),
+    (["--budget=1"], "--table is required"),
+    (["--table=4", "--budget=1"], "table"),
+    (["--table=gap", "--budget=1", "--out_dir=/proc/nope"], "cannot create --out_dir"),
+])
+def test_bad_flags_give_one_line(args, expected):
+    result = tables(*args)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("tables.py: error:") and expected in last
+    assert "Traceback" not in result.stderr
