@@ -4,11 +4,12 @@ FID compares Gaussians fitted to features of real and generated images; the Fact
 metric (FVM) and the mutual information gap (MIG) score how axis-aligned an encoder's codes
 are with the ground-truth factors (disentanglement_lib's definitions); L_I is the stage-2
 lower bound of I(c; G(s)), and GILBO the same bound read off a freshly trained auxiliary
-encoder. Everything up to `evaluate` needs only tensorflow, keras, numpy and scipy.
+encoder; FIDCurve logs FID while a model trains. Everything up to `evaluate` needs only
+tensorflow, keras, numpy and scipy.
 
-    python metrics.py --vae=RUN [--idgan=RUN] [--num_samples=50000] [--out=PATH]
-        [--classifier=PATH] [--inception_weights=imagenet|PATH]   (plan and progress on
-        stderr, the metrics as JSON on stdout)
+    python metrics.py --vae=RUN [--idgan=RUN] [--num_samples=50000] [--batch_size=100]
+        [--out=PATH] [--classifier=PATH] [--inception_weights=imagenet|PATH]   (plan and
+        progress on stderr, the metrics as JSON on stdout)
 """
 import importlib
 import json
@@ -849,6 +850,8 @@ def _define_flags():
     flags.DEFINE_string("idgan", None, "Optional stage-2 run: flags.json, generator.keras.")
     flags.DEFINE_integer("num_samples", 50_000, "Real and generated images for FID and L_I; "
                          "also caps FVM / MIG / factor classifier sizes.")
+    flags.DEFINE_integer("batch_size", 100, "Images per call of a generator or feature network "
+                         "(FID, L_I); raise it on a GPU, as far as its memory allows.")
     flags.DEFINE_string("out", None, "Output JSON (default: metrics.json in the last run given).")
     flags.DEFINE_string("classifier", None,
                         "Factor classifier cache (default: VAE_RUN/factor_classifier.keras).")
@@ -877,9 +880,10 @@ def main(argv):
     FLAGS = flags.FLAGS
     try:  # sizes first, named by the flag; progress on stderr, the JSON alone on stdout
         error = _size_error(_load_runs(FLAGS.vae, FLAGS.idgan), FLAGS.num_samples, "--num_samples")
-        if error:
-            _fail(error)
-        results = evaluate(FLAGS.vae, FLAGS.idgan, num_samples=FLAGS.num_samples, out=FLAGS.out,
+        if error or FLAGS.batch_size < 1:
+            _fail(error or f"--batch_size={FLAGS.batch_size} must be positive")
+        results = evaluate(FLAGS.vae, FLAGS.idgan, num_samples=FLAGS.num_samples,
+                           batch_size=FLAGS.batch_size, out=FLAGS.out,
                            classifier_path=FLAGS.classifier,
                            inception_weights=FLAGS.inception_weights,
                            log=lambda line: print(line, file=sys.stderr))

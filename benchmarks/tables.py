@@ -19,7 +19,7 @@ lr, 5e-4 instead of 1e-4, to get further in a CPU budget. Every run is an ordina
 directory under --out_dir/table<name>, so the same command resumes, and a larger budget
 continues the runs. The table lands in results.md (the paper's numbers beside ours),
 results.json and figures/. For the paper's step counts (3e5 GAN steps, on a GPU) give
---budget so that the printed plan reaches them, e.g. --table=gap --budget=2e5.
+--budget so that the printed plan reaches them, e.g. --table=gap --budget=3200.
 """
 import json
 import os
@@ -204,8 +204,10 @@ def train_oracle(run_dir, dataset, steps):
     import data
     truth = data.ground_truth_data(dataset)
     print(f"oracle encoder: {steps} steps of regression onto the factors", flush=True)
-    start = time.perf_counter()
-    encoder, r_squared = baselines.train_oracle_encoder(truth, steps)
+    start, every = time.perf_counter(), max(1, steps // 10)
+    progress = lambda step: step % every or print(  # noqa: E731
+        f"  oracle step {step}/{steps} ({time.perf_counter() - start:.0f} s)", flush=True)
+    encoder, r_squared = baselines.train_oracle_encoder(truth, steps, progress=progress)
     os.makedirs(run_dir, exist_ok=True)
     encoder.save(os.path.join(run_dir, "encoder.keras"))
     write_json(os.path.join(run_dir, "flags.json"), dict(
@@ -221,9 +223,12 @@ def gap_classifier(out_dir, steps):
     import metrics
     path = os.path.join(out_dir, "fid_classifier.keras")
     classifier_steps = min(5000, 5 * steps["stage1_steps"])
+    print(f"FID features: the factor classifier {path} ({classifier_steps:,} steps, about "
+          f"{classifier_steps * metrics.SECONDS['classifier_step'] / 60:.0f} min if not cached)",
+          flush=True)
     _, record = metrics.load_or_train_factor_classifier(
         path, data.ground_truth_data("sprites"), classifier_steps, dataset="sprites")
-    print(f"FID features: factor classifier {path}, accuracy {record['accuracy']}", flush=True)
+    print(f"  its accuracy on fresh samples: {record['accuracy']}", flush=True)
     return path
 
 

@@ -95,6 +95,7 @@ CASES = [
     ("metrics.py", ["--vae={run}", "stray"], None, "unexpected arguments"),
     ("metrics.py", ["--vae={run}", "--num_samples=0"], None, "--num_samples=0"),
     ("metrics.py", ["--vae={run}", "--num_samples=1"], None, "--num_samples=1"),
+    ("metrics.py", ["--vae={run}", "--batch_size=0"], None, "--batch_size=0 must be positive"),
     ("metrics.py", ["--vae={root}/missing"], None, "missing"),
 ]
 
