@@ -9,7 +9,7 @@ project's requirements, e.g. in a separate environment (the pin is a CPU build; 
     # (or the CPU wheel from https://pytorch.org/get-started/locally/)
     python benchmarks/vs_pytorch.py                       # 3 rounds, all default cases
     python benchmarks/vs_pytorch.py --rounds=5 --cases=beta_vae,idgan_conv
-    python benchmarks/vs_pytorch.py --profile             # our stage-2 step, piece by piece
+    python benchmarks/vs_pytorch.py --profile             # our stage-1 and 2 steps, piece by piece
 
 Every measurement runs in its own subprocess (one framework per process, so neither
 framework's thread pools or allocator sees the other's), and the rounds alternate TF and
@@ -382,7 +382,7 @@ def torch_rate(case, steps, windows):
 
 
 # ----------------------------------------------------------------------------------------
-# Our stage-2 step, piece by piece (TensorFlow only).
+# Our stage-1 and stage-2 steps, piece by piece (TensorFlow only).
 
 
 def profile_stage2(repeats):
@@ -438,6 +438,14 @@ def profile_stage2(repeats):
         "EMA update": model.update_ema,
         "whole train_step": lambda: model.train_step(real),
     }
+    return median_ms(pieces, repeats)
+
+
+def median_ms(pieces, repeats):
+    """{name: median ms of `repeats` calls} of each piece as its own tf.function, after a
+    warm-up call; each call waits for its results."""
+    import tensorflow as tf
+
     results = {}
     for name, piece in pieces.items():
         fn = tf.function(piece)
@@ -450,6 +458,39 @@ def profile_stage2(repeats):
             times.append(time.perf_counter() - start)
         results[name] = 1000 * statistics.median(times)
     return results
+
+
+def profile_stage1(repeats):
+    """Times each piece of one beta-VAE step (64 px, batch 64), as profile_stage2."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, ROOT)
+    import tensorflow as tf
+    import vae
+
+    real = tf.constant(sprite_batch())
+    model = vae.BetaVAE(vae.build_encoder(C_DIM, RES, 1), vae.build_decoder(C_DIM, RES, 1),
+                        beta=8.0)
+    model.compile(optimizer=vae.adam(1e-4))
+    model.build_optimizers()
+    weights = model.vae_weights
+    codes = tf.zeros((BATCH, C_DIM))
+
+    def grads():
+        with tf.GradientTape() as tape:
+            reconstruction, kl, _ = model.elbo_terms(real)
+            loss = tf.reduce_mean(reconstruction + 8.0 * kl)
+        return tape.gradient(loss, weights)
+
+    pieces = {
+        "encoder forward": lambda: model.encoder(real, training=True),
+        "decoder forward": lambda: model.decoder(codes, training=True),
+        "loss (both nets, sampling)": lambda: model.elbo_terms(real)[:2],
+        "loss and gradients": grads,
+        "Adam apply": lambda: model.optimizer.apply_gradients(
+            zip([tf.zeros_like(v) for v in weights], weights)),
+        "whole train_step": lambda: model.train_step(real),
+    }
+    return median_ms(pieces, repeats)
 
 
 # ----------------------------------------------------------------------------------------
@@ -469,7 +510,8 @@ def main():
     parser.add_argument("--steps", type=int, default=20, help="stage-1 steps per timed window")
     parser.add_argument("--gan_steps", type=int, default=10, help="stage-2 steps per timed window")
     parser.add_argument("--windows", type=int, default=3, help="timed windows per measurement")
-    parser.add_argument("--profile", action="store_true", help="profile our stage-2 step only")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile our stage-1 and stage-2 steps only")
     parser.add_argument("--repeats", type=int, default=20, help="calls per piece with --profile")
     parser.add_argument("--worker", choices=["tf", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -483,9 +525,11 @@ def main():
 
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs; {' '.join(cpu_flags()) or 'no avx2'})")
     if args.profile:
-        print("Our sprites ID-GAN step (batch 64), median ms per call of each piece:")
-        for name, ms in profile_stage2(args.repeats).items():
-            print(f"  {name:<28} {ms:8.1f} ms")
+        for title, profile in [("beta-VAE step", profile_stage1),
+                               ("sprites ID-GAN step", profile_stage2)]:
+            print(f"Our {title} (batch 64), median ms per call of each piece:")
+            for name, ms in profile(args.repeats).items():
+                print(f"  {name:<28} {ms:8.1f} ms")
         return 0
     if importlib.util.find_spec("torch") is None:
         print(INSTALL)
