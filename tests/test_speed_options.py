@@ -1,4 +1,10 @@
-"""--jit_compile and --mixed_precision: same training step, float32 where it matters."""
+"""--jit_compile and --mixed_precision: same training step, float32 where it matters;
+benchmarks/vs_pytorch.py without PyTorch."""
+import importlib.util
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -92,3 +98,16 @@ def test_mixed_precision_losses_match_float32(mixed_bfloat16):
     plain.set_weights(mixed.get_weights())
     for a, b in zip(mixed.elbo_terms(x), plain.elbo_terms(x)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0.03, atol=0.05)
+
+
+def test_vs_pytorch_without_pytorch_says_how_to_install_it_and_exits_cleanly():
+    """PyTorch is optional: benchmarks/vs_pytorch.py must not need it to start."""
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("PyTorch is installed here; this checks the environment without it")
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks", "vs_pytorch.py")
+    done = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "PyTorch is not installed" in done.stdout
+    assert "pip install torch==2.13.0" in done.stdout
+    assert "Traceback" not in done.stderr
