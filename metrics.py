@@ -7,7 +7,7 @@ lower bound of I(c; G(s)), and GILBO the same bound read off a freshly trained a
 encoder; FIDCurve logs FID while a model trains. Everything up to `evaluate` needs only
 tensorflow, keras, numpy and scipy.
 
-    python metrics.py --vae=RUN [--idgan=RUN] [--num_samples=50000] [--batch_size=100]
+    python metrics.py --vae=RUN [--idgan=RUN] [--num_samples=50000] [--batch_size=N]
         [--out=PATH] [--classifier=PATH] [--inception_weights=imagenet|PATH]   (plan and
         progress on stderr, the metrics as JSON on stdout)
 """
@@ -584,6 +584,16 @@ FVM_STAGES = {"factor_vae_score": "FactorVAE metric, disentanglement_lib's proto
               "factor_vae_score_paper": "FactorVAE metric, the paper's protocol"}
 
 
+# Images per generator and feature-network call when --batch_size is not given. Larger
+# batches pay on a CPU too: metrics.py on the sprites ID-GAN, our 2-core CPU, batch 100 ->
+# 500: VAE samples 1,186 -> 2,163 images/s, ID-GAN samples 934 -> 1,597, L_I 1,208 -> 1,842.
+# InceptionV3 at 299 px needs far more memory per image, so 100 there. GILBO's auxiliary
+# encoder trains on GILBO_BATCH pairs per step whatever the batch size, so that its bound
+# does not depend on it.
+BATCH_SIZES = {"factor classifier": 500, "inception": 100}
+GILBO_BATCH = 64
+
+
 def _gilbo_steps(num_samples):
     """GILBO's auxiliary encoder trains min(2000, num_samples / 10) steps (one batch each)."""
     return min(2000, max(1, num_samples // 10))
@@ -741,12 +751,14 @@ def _disentanglement(truth, encode, rng, num_samples, log):
     return results
 
 
-def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=None,
+def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=None,
              classifier_path=None, classifier_steps=5000, inception_weights="imagenet", seed=0,
              disentanglement=True, log=print):
     """FVM (both protocols) and MIG on the encoder's dataset, FIDs of VAE and ID-GAN samples,
     L_I and GILBO, written to `out` (default: metrics.json in the ID-GAN run, else the VAE
-    run). GILBO trains its auxiliary encoder for min(2000, num_samples / 10) steps.
+    run). GILBO trains its auxiliary encoder for min(2000, num_samples / 10) steps of
+    GILBO_BATCH pairs. batch_size: images per generator and feature call (default
+    BATCH_SIZES by the FID network); it changes speed, not what is estimated.
 
     The ID-GAN may have another dataset than the encoder (CelebA -> CelebA-HQ) with the
     encoder's channels: its FID and its codes c then come from its flags.json's data, resized
@@ -760,7 +772,7 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=No
     runs = _load_runs(vae_run, idgan_run)
     (vae_flags, source), (idgan_flags, idgan_source) = runs[0], (runs + [({}, None)])[1]
     error = _size_error(runs, num_samples)
-    if error or batch_size < 1 or classifier_steps < 1:
+    if error or (batch_size is not None and batch_size < 1) or classifier_steps < 1:
         raise ValueError(error or f"batch_size={batch_size} and classifier_steps="
                          f"{classifier_steps} must be positive")
     load = lambda run, name: keras.models.load_model(os.path.join(run, name), compile=False)  # noqa
@@ -780,8 +792,10 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=No
     classifier_path = classifier_path or os.path.join(vae_run, "factor_classifier.keras")
     features_fn, fid_features, record = fid_feature_network(
         data, source, classifier_path, steps, seed, inception_weights, log)
+    batch_size = batch_size or BATCH_SIZES[
+        "factor classifier" if fid_features == "factor classifier" else "inception"]
     results = dict(dataset=source[0], vae=vae_run, idgan=idgan_run, num_samples=num_samples,
-                   fid_features=fid_features)
+                   fid_features=fid_features, batch_size=batch_size)
     if record:
         results["factor_classifier"] = record
     if ground_truth and disentanglement:  # on the encoder's own dataset
@@ -797,10 +811,10 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=No
         progress.end()
         return stats
 
-    def dataset(source, res, shift=0):
+    def dataset(source, res, shift=0, batch=None):
         name, data_dir, painting = source
-        return data.make_dataset(name, res, batch_size, data_dir=data_dir, seed=seed + shift,
-                                 painting=painting)
+        return data.make_dataset(name, res, batch or batch_size, data_dir=data_dir,
+                                 seed=seed + shift, painting=painting)
 
     real = statistics("FID, real images", features_fn, dataset(source, vae_res))
     if decoder is not None:
@@ -834,9 +848,10 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=100, out=No
         results["l_i"] = distill_lower_bound(generator, encoder, batches, num_samples, seed,
                                              code_prior)
         progress.end()
-        gilbo_steps = _gilbo_steps(num_samples)  # of batch_size fresh pairs each
+        gilbo_steps = _gilbo_steps(num_samples)  # of GILBO_BATCH fresh pairs each
         progress = _Progress(log, "GILBO", num_samples, "samples")
-        results["gilbo"] = gilbo(generator, encoder, posterior_images, num_samples,
+        gilbo_images = iter(dataset(idgan_source, res, shift=2, batch=GILBO_BATCH))
+        results["gilbo"] = gilbo(generator, encoder, gilbo_images, num_samples,
                                  gilbo_steps, seed=seed, code_prior=code_prior)
         results["gilbo_train_steps"] = gilbo_steps
         progress.end(f" (its encoder trained {gilbo_steps:,} steps first)")
@@ -850,8 +865,9 @@ def _define_flags():
     flags.DEFINE_string("idgan", None, "Optional stage-2 run: flags.json, generator.keras.")
     flags.DEFINE_integer("num_samples", 50_000, "Real and generated images for FID and L_I; "
                          "also caps FVM / MIG / factor classifier sizes.")
-    flags.DEFINE_integer("batch_size", 100, "Images per call of a generator or feature network "
-                         "(FID, L_I); raise it on a GPU, as far as its memory allows.")
+    flags.DEFINE_integer("batch_size", None, "Images per call of a generator or feature "
+                         "network (FID, L_I); default 500 with the sprites family's factor "
+                         "classifier, 100 with InceptionV3. Raise it as far as memory allows.")
     flags.DEFINE_string("out", None, "Output JSON (default: metrics.json in the last run given).")
     flags.DEFINE_string("classifier", None,
                         "Factor classifier cache (default: VAE_RUN/factor_classifier.keras).")
@@ -880,7 +896,7 @@ def main(argv):
     FLAGS = flags.FLAGS
     try:  # sizes first, named by the flag; progress on stderr, the JSON alone on stdout
         error = _size_error(_load_runs(FLAGS.vae, FLAGS.idgan), FLAGS.num_samples, "--num_samples")
-        if error or FLAGS.batch_size < 1:
+        if error or (FLAGS.batch_size is not None and FLAGS.batch_size < 1):
             _fail(error or f"--batch_size={FLAGS.batch_size} must be positive")
         results = evaluate(FLAGS.vae, FLAGS.idgan, num_samples=FLAGS.num_samples,
                            batch_size=FLAGS.batch_size, out=FLAGS.out,

@@ -488,9 +488,34 @@ def test_evaluate_gan_trained_on_another_dataset(tmp_path, monkeypatch):
                                classifier_steps=2, disentanglement=False, log=lambda line: None)
     assert results["dataset"] == "toy" and results["idgan_dataset"] == "other"
     assert abs(results["fid_idgan"]) < 1e-6
-    assert sorted(set(calls)) == [("other", 16, 0), ("other", 16, 1), ("toy", 8, 0)]
+    assert sorted(set(calls)) == [("other", 16, 0), ("other", 16, 1), ("other", 16, 2),
+                                  ("toy", 8, 0)]  # real, posterior, GILBO's streams
     assert (vae / "factor_classifier_other.keras").exists()  # features trained on `other`
     assert results["idgan_factor_classifier"]["dataset"] == "other"
+
+
+def test_evaluate_batch_size_changes_speed_not_gilbo(tmp_path, monkeypatch):
+    """--batch_size sets the generator and feature calls (default 500 with the factor
+    classifier); GILBO's auxiliary encoder trains on GILBO_BATCH pairs whatever it is, so its
+    bound is the same number at any batch size."""
+    vae, idgan = fake_runs(tmp_path, monkeypatch, ground_truth=True)
+    fake_data, batches = sys.modules["data"], []
+    toy = fake_data.make_dataset
+
+    def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None):
+        batches.append(batch_size)
+        return toy(name, res, batch_size, seed=seed)
+
+    monkeypatch.setattr(fake_data, "make_dataset", make_dataset)
+    run = lambda **size: metrics.evaluate(  # noqa: E731
+        str(vae), str(idgan), num_samples=40, classifier_steps=2, disentanglement=False,
+        log=lambda line: None, **size)
+    default = run()
+    assert default["batch_size"] == 500 and sorted(set(batches)) == [metrics.GILBO_BATCH, 500]
+    batches.clear()
+    small = run(batch_size=8)
+    assert small["batch_size"] == 8 and sorted(set(batches)) == [8, metrics.GILBO_BATCH]
+    assert small["gilbo"] == pytest.approx(default["gilbo"], rel=1e-6, abs=1e-6)
 
 
 def test_evaluate_refuses_a_gan_of_other_channels(tmp_path, monkeypatch):
