@@ -590,7 +590,7 @@ FVM_STAGES = {"factor_vae_score": "FactorVAE metric, disentanglement_lib's proto
 # InceptionV3 at 299 px needs far more memory per image, so 100 there. GILBO's auxiliary
 # encoder trains on GILBO_BATCH pairs per step whatever the batch size, so that its bound
 # does not depend on it.
-BATCH_SIZES = {"factor classifier": 500, "inception": 100}
+CLASSIFIER_BATCH, INCEPTION_BATCH = 500, 100
 GILBO_BATCH = 64
 
 
@@ -758,7 +758,8 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
     L_I and GILBO, written to `out` (default: metrics.json in the ID-GAN run, else the VAE
     run). GILBO trains its auxiliary encoder for min(2000, num_samples / 10) steps of
     GILBO_BATCH pairs. batch_size: images per generator and feature call (default
-    BATCH_SIZES by the FID network); it changes speed, not what is estimated.
+    CLASSIFIER_BATCH or INCEPTION_BATCH, by the FID network); it changes speed, not what
+    is estimated.
 
     The ID-GAN may have another dataset than the encoder (CelebA -> CelebA-HQ) with the
     encoder's channels: its FID and its codes c then come from its flags.json's data, resized
@@ -792,8 +793,8 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
     classifier_path = classifier_path or os.path.join(vae_run, "factor_classifier.keras")
     features_fn, fid_features, record = fid_feature_network(
         data, source, classifier_path, steps, seed, inception_weights, log)
-    batch_size = batch_size or BATCH_SIZES[
-        "factor classifier" if fid_features == "factor classifier" else "inception"]
+    batch_size = batch_size or (
+        CLASSIFIER_BATCH if fid_features == "factor classifier" else INCEPTION_BATCH)
     results = dict(dataset=source[0], vae=vae_run, idgan=idgan_run, num_samples=num_samples,
                    fid_features=fid_features, batch_size=batch_size)
     if record:

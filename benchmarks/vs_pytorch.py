@@ -117,16 +117,13 @@ def median_rate(run_window, images_per_window, windows):
 # tf.data's autotuner off as in data.make_dataset.
 
 
-def ours_rate(case, steps, windows):
+def our_model(case):
+    """Our compiled model of one case, with the authors' settings (see the docstring)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, ROOT)
-    import tensorflow as tf
-    import data
     import idgan
     import vae
 
-    images = sprite_batch("color_sprites" if case == "idgan_resnet64" else "sprites")
-    dataset = data.without_autotuning(tf.data.Dataset.from_tensors(images).repeat())
     if case == "beta_vae":
         model = vae.BetaVAE(vae.build_encoder(C_DIM, RES, 1), vae.build_decoder(C_DIM, RES, 1),
                             beta=8.0)
@@ -146,6 +143,16 @@ def ours_rate(case, steps, windows):
         model.compile(idgan.rmsprop(1e-4), idgan.rmsprop(1e-4))
     else:
         raise ValueError(case)
+    return model
+
+
+def ours_rate(case, steps, windows):
+    model = our_model(case)
+    import tensorflow as tf
+    import data
+
+    images = sprite_batch("color_sprites" if case == "idgan_resnet64" else "sprites")
+    dataset = data.without_autotuning(tf.data.Dataset.from_tensors(images).repeat())
     fit = lambda: model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0,  # noqa: E731
                             shuffle=False)
     return median_rate(fit, steps * BATCH, windows)
@@ -389,16 +396,11 @@ def profile_stage2(repeats):
     """Times each piece of one sprites ID-GAN step as its own tf.function (median of
     `repeats` calls after a warm-up); pieces overlap (the D step includes R1), so the
     differences are the costs."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, ROOT)
+    model = our_model("idgan_conv")
     import tensorflow as tf
     import idgan
-    import vae
 
     real = tf.constant(sprite_batch())
-    model = idgan.IDGAN(idgan.build_conv_generator(C_DIM, 0), idgan.build_conv_discriminator(),
-                        vae.build_encoder(C_DIM, RES, 1), nuisance_dim=0, c_dim=C_DIM)
-    model.compile(idgan.rmsprop(1e-3), idgan.rmsprop(1e-4))
     d_vars = model.discriminator.trainable_weights
     g_vars = model.generator.trainable_weights
     c = model.sample_codes(real)
@@ -462,15 +464,10 @@ def median_ms(pieces, repeats):
 
 def profile_stage1(repeats):
     """Times each piece of one beta-VAE step (64 px, batch 64), as profile_stage2."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, ROOT)
+    model = our_model("beta_vae")
     import tensorflow as tf
-    import vae
 
     real = tf.constant(sprite_batch())
-    model = vae.BetaVAE(vae.build_encoder(C_DIM, RES, 1), vae.build_decoder(C_DIM, RES, 1),
-                        beta=8.0)
-    model.compile(optimizer=vae.adam(1e-4))
     model.build_optimizers()
     weights = model.vae_weights
     codes = tf.zeros((BATCH, C_DIM))
@@ -478,7 +475,7 @@ def profile_stage1(repeats):
     def grads():
         with tf.GradientTape() as tape:
             reconstruction, kl, _ = model.elbo_terms(real)
-            loss = tf.reduce_mean(reconstruction + 8.0 * kl)
+            loss = tf.reduce_mean(reconstruction + model.beta * kl)
         return tape.gradient(loss, weights)
 
     pieces = {
