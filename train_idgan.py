@@ -124,6 +124,7 @@ def check_flags(config, encoder):
                    "nf", "nf_max")
     check_nonnegative(config, "distill_weight", "r1", "nuisance_dim")
     check_eval_samples(config)
+    check_paths(config)
     if not 0 <= config["ema"] < 1:
         fail(f"--ema={config['ema']} must be in [0, 1)")
     if not config["use_codes"] and config["nuisance_dim"] == 0:
@@ -132,7 +133,6 @@ def check_flags(config, encoder):
     if encoder.input_shape[-1] != channels:
         fail(f"the encoder takes {encoder.input_shape[-1]} channels but --dataset="
              f"{config['dataset']} has {channels}")
-    check_paths(config)
 
 
 def build_networks(config, c_dim, channels):

@@ -132,8 +132,6 @@ def check_flags(config):
     check_nonnegative(config, "beta", "gamma")
     check_eval_samples(config)
     check_paths(config)
-    if config["model"] == "factor_vae" and config["batch_size"] % 2:
-        fail("--batch_size must be even for factor_vae (half the batch feeds its discriminator)")
 
 
 def main(argv):
@@ -163,7 +161,9 @@ def main(argv):
     adapt_to_strategy(model, strategy)
     steps_done = lambda: int(model.optimizer.iterations.numpy())  # noqa: E731
     restore(model, config, steps_done)
-    stream, first_batch = load_dataset(config, config["res"], strategy, steps_done())
+    # FactorVAE takes two independent batches per step (see vae.py).
+    stream, first_batch = load_dataset(config, config["res"], strategy, steps_done(),
+                                       pairs=config["model"] == "factor_vae")
     fixed_images = first_batch[:8]
     run_dir = create_run_dir(config, strategy)
 
@@ -266,8 +266,10 @@ def check_paths(config):
     if config.get("painting") and not os.path.isfile(config["painting"]):
         fail(f"--painting {config['painting']} does not exist")
     weights = config.get("inception_weights", "imagenet")
-    if (config.get("evaluate") or config.get("fid_every")) and weights != "imagenet" and (
-            not os.path.isfile(weights)):
+    if weights != "imagenet" and data.has_ground_truth(config["dataset"]):
+        fail(f"--inception_weights applies to natural images; FID on {config['dataset']} uses "
+             "the factor classifier (--fid_classifier)")
+    if weights != "imagenet" and not os.path.isfile(weights):
         fail(f"--inception_weights {weights} does not exist")
 
 
@@ -391,17 +393,22 @@ def is_chief(strategy):
     return resolver.task_type == "chief" or (not has_chief and resolver.task_id == 0)
 
 
-def load_dataset(config, res, strategy, start=0, augment=False):
+def load_dataset(config, res, strategy, start=0, augment=False, pairs=False):
     """The training stream from step `start` on, built once, and its first batch (which
-    also proves, before anything is written, that the data can be read)."""
+    also proves, before anything is written, that the data can be read). With pairs, each
+    step is two independent batches of --batch_size (drawn as one of twice the size)."""
     batch_size = config["batch_size"]
     if batch_size % strategy.num_replicas_in_sync:
         fail(f"--batch_size={batch_size} must be a multiple of the "
              f"{strategy.num_replicas_in_sync} replicas")
     try:
-        stream = data.make_dataset(config["dataset"], res, batch_size, config.get("data_dir"),
-                                   config["seed"], config.get("painting"), start, augment=augment)
-        return stream, np.asarray(next(iter(stream)))
+        stream = data.make_dataset(config["dataset"], res, batch_size * (1 + pairs),
+                                   config.get("data_dir"), config["seed"], config.get("painting"),
+                                   start, augment=augment)
+        if pairs:
+            stream = stream.map(lambda x: (x[:batch_size], x[batch_size:]))
+        first = next(iter(stream))
+        return stream, np.asarray(first[0] if pairs else first)
     except data.DataError as error:
         fail(first_line(error))
     except StopIteration:  # an empty dataset, e.g. every file unreadable

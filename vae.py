@@ -205,9 +205,10 @@ class BetaVAE(keras.Model):
 # correlation TC = E_q(c)[log q(c) / prod_j q(c_j)] estimated by a discriminator D that
 # tells codes from codes with every dimension permuted across the batch:
 #   TC ~= E[logit_joint(c) - logit_permuted(c)].
-# Each step splits the batch: even examples feed the VAE, odd ones the permuted samples
-# for D, which has its own optimizer. (Interleaving keeps the halves the same under any
-# number of replicas.)
+# Each step takes two independent batches of batch_size images (Kim & Mnih's Algorithm 1;
+# 1Konny/FactorVAE solver.py, `for x_true1, x_true2 in self.data_loader`): the VAE loss and
+# D's joint codes come from the first, the permuted codes from the second. D has its own
+# optimizer.
 
 
 class FactorVAE(BetaVAE):
@@ -224,8 +225,8 @@ class FactorVAE(BetaVAE):
         return super().metrics + [self.tc_tracker, self.discriminator_tracker]
 
     def train_step(self, data):
-        images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        vae_images, permuted_images = images[0::2], images[1::2]
+        """data = (vae_images, permuted_images): two independent batches of one size."""
+        vae_images, permuted_images, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             reconstruction, kl, codes = self.elbo_terms(vae_images)
             logits = self.discriminator(codes, training=False)

@@ -64,13 +64,15 @@ def pipeline_rate():
 
 
 def training_rate(model_name):
-    dataset = data.make_dataset(FLAGS.dataset, 64, FLAGS.batch_size)
+    batch = FLAGS.batch_size
+    dataset = data.make_dataset(FLAGS.dataset, 64, batch * (1 + (model_name == "factor_vae")))
     channels = data.num_channels(FLAGS.dataset)
     encoder, decoder = vae.build_encoder(10, 64, channels), vae.build_decoder(10, 64, channels)
     if model_name == "beta_vae":
         model = vae.BetaVAE(encoder, decoder, beta=8.0)
         model.compile(optimizer=vae.adam(1e-4), jit_compile=FLAGS.jit_compile)
     else:
+        dataset = dataset.map(lambda x: (x[:batch], x[batch:]))  # two batches per step
         model = vae.FactorVAE(encoder, decoder, vae.build_tc_discriminator(10), gamma=35.0)
         model.compile(vae.adam(1e-4), vae.tc_optimizer(),
                       jit_compile=FLAGS.jit_compile)

@@ -25,9 +25,9 @@ anew here:
   beta_vae    Encoder/Decoder (nc 1, c 10), Bernoulli BCE-with-logits summed / batch +
               beta * KL, Adam(1e-4, (0.9, 0.999)).
   factor_vae  the same VAE with gamma 35 * TC from a 6 x 1000 LeakyReLU MLP discriminator,
-              Adam(1e-4, (0.5, 0.9)) for it. As in ours, each batch of 64 is split: 32
-              images for the VAE step, 32 whose codes are permuted for the D step (the
-              authors draw two full batches per step; images/s counts the 64).
+              Adam(1e-4, (0.5, 0.9)) for it. As in ours and the authors', each step takes two
+              batches of 64: one for the VAE step, one whose codes are permuted for the D
+              step (images/s counts 64 per step).
   idgan_conv  Generator/Discriminator of dvae.py (Table A.3) with c 10, no z; D step:
               BCE-with-logits on reals and fakes + 10 * mean(sum grad_x D(x)^2) on reals
               (double backward); G step: non-saturating BCE + 1e-4 * Gaussian NLL of c under
@@ -152,6 +152,8 @@ def ours_rate(case, steps, windows):
     import data
 
     images = sprite_batch("color_sprites" if case == "idgan_resnet64" else "sprites")
+    if case == "factor_vae":  # two batches per step: the VAE's and the permuted codes'
+        images = (images, images[::-1])
     dataset = data.without_autotuning(tf.data.Dataset.from_tensors(images).repeat())
     fit = lambda: model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0,  # noqa: E731
                             shuffle=False)
@@ -287,7 +289,7 @@ def torch_rate(case, steps, windows):
         tc_disc = nn.Sequential(*mlp, nn.Linear(1000, 2))
         tc_disc.apply(normal_init)
         d_opt = torch.optim.Adam(tc_disc.parameters(), lr=1e-4, betas=(0.5, 0.9))
-        x_vae, x_perm = x[0::2].contiguous(), x[1::2].contiguous()
+        x_vae, x_perm = x, x.flip(0)  # two batches per step, as ours
         zeros = torch.zeros(x_vae.shape[0], dtype=torch.long)
         ones = torch.ones(x_perm.shape[0], dtype=torch.long)
 

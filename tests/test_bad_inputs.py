@@ -1,4 +1,4 @@
-"""Every bad flag, path or file: one line, a non-zero exit, no traceback, nothing touched.
+"""Every bad flag, path or file: one line, exit status 2, no traceback, nothing touched.
 
 One table covers the command-line scripts (benchmarks/train_baseline.py too). The cases run two at a time (each is a
 fresh Python process that imports TensorFlow) in a module fixture; each row is then its
@@ -39,8 +39,11 @@ CASES = [
      "--fid_classifier: the directory"),
     ("train_vae.py", ["--fid_every=3", "--steps_per_execution=2", "--steps=8"], FRESH,
      "--steps_per_execution=2 must divide --fid_every=3"),
-    ("train_vae.py", ["--evaluate", "--inception_weights={root}/missing.tgz"], FRESH,
-     "missing.tgz does not exist"),
+    ("train_vae.py", ["--dataset=celeba", "--data_dir={root}/corrupt",
+                      "--inception_weights={root}/missing.tgz"], FRESH,
+     "--inception_weights {root}/missing.tgz does not exist"),
+    ("train_vae.py", ["--inception_weights={root}/text/readme.txt"], FRESH,
+     "--inception_weights applies to natural images; FID on sprites uses the factor classifier"),
     # train_vae.py: paths and files
     ("train_vae.py", ["--dataset=celeba", "--data_dir={root}/missing"], FRESH, "does not exist"),
     ("train_vae.py", ["--dataset=celeba", "--data_dir={root}/empty"], FRESH, "is empty"),
@@ -79,6 +82,11 @@ CASES = [
      "--distill_weight=-1.0 must not be negative"),
     ("train_idgan.py", ["--vae={run}", "--g_lr=0"], FRESH, "--g_lr=0.0 must be positive"),
     ("train_idgan.py", ["--vae={run}", "--r1=-2"], FRESH, "--r1=-2.0 must not be negative"),
+    ("train_idgan.py", ["--vae={run}", "--inception_weights=NOT_A_FILE"], FRESH,
+     "--inception_weights applies to natural images; FID on sprites uses the factor classifier"),
+    ("train_idgan.py", ["--vae={run}", "--dataset=celeba", "--data_dir={root}/corrupt",
+                        "--inception_weights=NOT_A_FILE"], FRESH,
+     "--inception_weights NOT_A_FILE does not exist"),
     ("train_idgan.py", ["--vae={run}", "--out_dir={root}/broken_run"], None,
      "broken_run/flags.json is not a readable run description"),
     # benchmarks/train_baseline.py (the comparison systems)
@@ -157,11 +165,11 @@ def test_bad_input_gives_one_line_and_touches_nothing(results, index):
     root, before, after, processes = results
     script, _, out_dir, expected = CASES[index]
     result = processes[index]
-    assert result.returncode != 0, result.stdout[-2000:]
+    assert result.returncode == 2, (result.returncode, result.stdout[-2000:])
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines()
               if line.startswith(f"{os.path.basename(script)}: error:")]
-    assert len(errors) == 1 and expected in errors[0], result.stderr[-3000:]
+    assert len(errors) == 1 and expected.format(root=root) in errors[0], result.stderr[-3000:]
     assert errors[0] == result.stderr.strip().splitlines()[-1]
     assert after == before  # the existing run is byte-identical
     assert not os.path.exists(root / "out")

@@ -112,6 +112,51 @@ def test_nan_guard_stops_within_one_backup_interval_with_steps_per_execution(tmp
     assert not os.path.exists(os.path.join(out, "checkpoint.weights.h5"))
 
 
+class LossTurnsNaN(keras.Model):
+    """One weight trained towards 1; the reported loss is NaN at step `bad_step` (counted
+    from 1) and the weights stay finite, so only the per-step loss check can stop it."""
+
+    def __init__(self, bad_step):
+        super().__init__()
+        self.w = self.add_weight(shape=(), initializer="zeros", name="w")
+        self.bad_step = bad_step
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def train_step(self, data):
+        step = self.optimizer.iterations + 1
+        with tf.GradientTape() as tape:
+            loss = tf.square(self.w - 1.0)
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, [self.w]), [self.w]))
+        self.loss_tracker.update_state(tf.where(step == self.bad_step, np.nan, loss))
+        return {"loss": self.loss_tracker.result()}
+
+
+def test_at_the_default_intervals_a_nan_at_step_k_stops_the_run_at_step_k(tmp_path, capsys):
+    """The defaults back up every 500 steps and log every 1000: the NaN check of every step,
+    not the backup's weight check, must stop a run whose loss turns NaN at step 7."""
+    import train_vae
+
+    model = LossTurnsNaN(bad_step=7)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    config = dict(steps=40, log_every=1000, backup_every=500, fid_every=0,
+                  steps_per_execution=1)
+    steps_done = lambda: int(model.optimizer.iterations.numpy())  # noqa: E731
+    stream = tf.data.Dataset.from_tensors(0.0).repeat()
+    with pytest.raises(SystemExit) as exit_info:
+        train_vae.fit_resumable(model, stream, config, str(tmp_path), tf.distribute.get_strategy(),
+                                lambda step: {}, steps_done)
+    assert exit_info.value.code == 2
+    assert steps_done() == 7
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith("error: the loss or the weights became NaN or infinite at step 7; "
+                         "training stopped and no good backup was written"), last
+    assert not os.path.exists(tmp_path / "checkpoint.weights.h5")
+
+
 def epoch_losses(stdout):
     """The losses of each --log_every line (`step N/M: loss ... (timings)`), no timings."""
     return [re.sub(r" \(.*\)$", "", line) for line in stdout.splitlines()

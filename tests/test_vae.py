@@ -101,21 +101,41 @@ def test_beta_vae_step_reports_the_hand_computed_elbo(images):
 
 
 def test_factor_vae_step_reports_the_hand_computed_losses(images):
+    """Two full batches per step (Kim & Mnih's Algorithm 1): the VAE loss and D's joint codes
+    on all of the first, the permuted codes from all of the second."""
     model = make_model("factor_vae", 1)
-    stats = model.encoder(images).numpy()
+    first, second = images, images[::-1] * 0.5
+    stats = model.encoder(first).numpy()
     mu, logvar = stats[:, :1], stats[:, 1:]
-    even, odd = slice(0, None, 2), slice(1, None, 2)
-    recon = numpy_bernoulli_nll(images[even], model.decoder(mu[even]).numpy())
-    kl = 0.5 * (np.exp(logvar[even]) + mu[even] ** 2 - 1 - logvar[even]).sum(axis=1)
-    joint = model.discriminator(mu[even]).numpy()
+    recon = numpy_bernoulli_nll(first, model.decoder(mu).numpy())
+    kl = 0.5 * (np.exp(logvar) + mu ** 2 - 1 - logvar).sum(axis=1)
+    joint = model.discriminator(mu).numpy()
     tc = joint[:, 0] - joint[:, 1]
-    # With one code dimension, permuting across the batch only reorders it.
     log_p = lambda logits, k: scipy.special.log_softmax(logits, axis=1)[:, k]  # noqa: E731
-    d_loss = 0.5 * (-log_p(joint, 0).mean() - log_p(model.discriminator(mu[odd]).numpy(), 1).mean())
-    logs = model.train_on_batch(images, return_dict=True)
+    logs = model.train_on_batch(first, second, return_dict=True)
+    assert recon.shape == (BATCH,)
+    assert logs["reconstruction"] == pytest.approx(recon.mean(), rel=1e-4)
     assert logs["tc"] == pytest.approx(tc.mean(), rel=1e-4, abs=1e-6)
     assert logs["loss"] == pytest.approx((recon + kl + 10.0 * tc).mean(), rel=1e-4)
-    assert logs["d_loss"] == pytest.approx(d_loss, rel=1e-4)
+    # D's permuted codes: the second batch encoded after the VAE step. With one code
+    # dimension, permuting across the batch only reorders them.
+    permuted = model.encoder(second).numpy()[:, :1]
+    d_loss = 0.5 * (-log_p(joint, 0).mean() - log_p(model.discriminator(permuted).numpy(), 1).mean())
+    assert logs["d_loss"] == pytest.approx(d_loss, rel=1e-3)
+
+
+def test_factor_vae_stream_gives_two_batches_of_batch_size_per_step():
+    """train_vae.py feeds FactorVAE pairs of independent batches, each --batch_size."""
+    import train_vae
+
+    config = dict(dataset="sprites", batch_size=BATCH, seed=0)
+    stream, first = train_vae.load_dataset(config, RES, tf.distribute.get_strategy(), pairs=True)
+    vae_images, permuted_images = next(iter(stream))
+    assert vae_images.shape == permuted_images.shape == (BATCH, RES, RES, 1) == first.shape
+    assert not np.array_equal(vae_images, permuted_images)
+    np.testing.assert_array_equal(first, vae_images)
+    single, _ = train_vae.load_dataset(config, RES, tf.distribute.get_strategy())
+    assert next(iter(single)).shape == (BATCH, RES, RES, 1)
 
 
 # FactorVAE with c_dim >= 2: with one dimension a permutation cannot change the TC estimate.
@@ -125,7 +145,8 @@ def test_two_replicas_train_exactly_like_one_device(images, two_replicas, kind, 
     for strategy in (tf.distribute.get_strategy(), two_replicas):
         # Real posterior noise: each example gets the same eps however the batch is split.
         model = make_model(kind, c_dim, strategy, quiet=False)
-        model.fit(tf.data.Dataset.from_tensors(images), epochs=1, verbose=0)
+        batches = images if kind == "beta_vae" else (images, images[::-1])
+        model.fit(tf.data.Dataset.from_tensors(batches), epochs=1, verbose=0)
         weights.append([w.numpy() for w in model.weights])
     before = [w.numpy() for w in make_model(kind, c_dim, quiet=False).weights]
     moved = max(np.abs(a - b).max() for a, b in zip(weights[0], before))
@@ -302,7 +323,8 @@ def test_keras_rmsprop_is_not_pytorchs_at_small_gradients():
 
 def test_vae_weights_restore_the_adam_state(tmp_path, images):
     model = make_model("factor_vae", 3)
-    model.fit(tf.data.Dataset.from_tensors(images).repeat(2), verbose=0)
+    pairs = tf.data.Dataset.from_tensors((images, images[::-1]))
+    model.fit(pairs.repeat(2), verbose=0)
     model(images[:1])  # builds the subclassed model, as the training script does
     model.save_weights(tmp_path / "vae.weights.h5")
     restored = make_model("factor_vae", 3, seed=9)
@@ -313,7 +335,7 @@ def test_vae_weights_restore_the_adam_state(tmp_path, images):
         for a, b in zip(getattr(model, name).variables, getattr(restored, name).variables):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
     for m in (model, restored):  # and the next step is the same
-        m.fit(tf.data.Dataset.from_tensors(images), verbose=0)
+        m.fit(pairs, verbose=0)
     for a, b in zip(model.weights, restored.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
