@@ -339,6 +339,31 @@ class FIDCurve(keras.callbacks.Callback):
                  f"{_duration(time.monotonic() - start)})")
 
 
+def fid_curve(config, generate_fn, classifier_path, start_step, log=print):
+    """The FIDCurve of a training run's --fid_every: generate_fn(n) -> n images in [0, 1]
+    against --fid_samples real images, in the features evaluate uses for the dataset (the
+    factor classifier at --fid_classifier or classifier_path, trained with seed 0 if
+    absent, or Inception). Writes fid_curve.csv and TensorBoard scalars in the run."""
+    data = importlib.import_module("data")
+    source = (config["dataset"], config["data_dir"], config["painting"])
+    classifier_path = config["fid_classifier"] or classifier_path
+    log(f"FID every {config['fid_every']} steps on {config['fid_samples']:,} samples; "
+        "features first:")
+    if data.has_ground_truth(source[0]) and os.path.isfile(classifier_path):
+        features_fn = classifier_features_fn(  # a given classifier, used as it is
+            keras.models.load_model(classifier_path, compile=False))
+    else:
+        features_fn, _, _ = fid_feature_network(data, source, classifier_path, 5000, 0,
+                                                config["inception_weights"], log)
+    real = data.make_dataset(config["dataset"], config["res"], 100, config["data_dir"],
+                             config["seed"] + 7, config["painting"])
+    real_stats = real_statistics(real, features_fn, config["fid_samples"])
+    run_dir = config["out_dir"]
+    return FIDCurve(config["fid_every"], generate_fn, features_fn, real_stats,
+                    config["fid_samples"], os.path.join(run_dir, "fid_curve.csv"),
+                    os.path.join(run_dir, "logs"), start_step)
+
+
 def read_fid_curve(path):
     """[(step, fid)] from a FIDCurve csv file."""
     with open(path) as f:

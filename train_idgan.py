@@ -8,7 +8,8 @@ logvar])). The run directory holds generator.keras (the moving-average generator
 [z, c], images in [-1, 1]), checkpoint.weights.h5, flags.json, TensorBoard logs and picture
 grids: samples, traversals (one row per c dimension, z fixed), figure7 (rows share c,
 columns share z) and figure6 (VAE decoder above, generator below, same c). Running the same
-command again resumes. Defaults follow SPEC.md's published settings for the dataset.
+command again resumes. Defaults are the published settings of the dataset (train_vae.py's
+PUBLISHED; README "Published settings").
 """
 import os
 
@@ -22,11 +23,8 @@ import data  # noqa: E402
 import idgan  # noqa: E402
 import metrics  # noqa: E402
 from train_vae import (  # noqa: E402
-    RESUMABLE, adapt_to_strategy, check_eval_samples, check_speed_flags, check_no_arguments,
-    check_nonnegative, check_paths, check_positive, check_resolution, check_run_dir,
-    create_run_dir, define_shared_flags, evaluate, fail, first_line, fit_resumable,
-    flag_values, image_grid, is_chief, load_dataset, make_strategy, parse_flags,
-    read_flags_file, restore, save_model, set_precision, write_flags)
+    Run, define_shared_flags, fail, first_line, image_grid, is_resolution, make_strategy,
+    parse_flags, published, read_flags_file, script_flags)
 
 FLAGS = flags.FLAGS
 
@@ -39,22 +37,29 @@ def define_flags():
     flags.DEFINE_string("painting", None, "As for train_vae.py (default: stage 1's).")
     flags.DEFINE_enum("arch", None, ["conv", "resnet"],
                       "Networks: conv (Table A.3) for the sprites family, else resnet.")
-    flags.DEFINE_integer("nf", None, "ResNet base width (default 64; 16 at 1024 px).")
-    flags.DEFINE_integer("nf_max", 512, "ResNet maximum width.")
-    flags.DEFINE_integer("nuisance_dim", None, "z dimensions (default: 0 sprites, 256 natural).")
+    flags.DEFINE_integer("nf", None, "ResNet base width (default 64; 16 at 1024 px).",
+                         lower_bound=1)
+    flags.DEFINE_integer("nf_max", 512, "ResNet maximum width.", lower_bound=1)
+    flags.DEFINE_integer("nuisance_dim", None, "z dimensions (default: published).",
+                         lower_bound=0)
     flags.DEFINE_bool("use_codes", True, "Feed c to G; --nouse_codes is the plain GAN baseline.")
-    flags.DEFINE_float("distill_weight", None, "Weight of the distillation NLL, 0: w/o distill (default 1e-4; 1e-3 "
-                      "for CelebA at 64 to 256 px and for Cars).")
+    flags.DEFINE_float("distill_weight", None, "Weight of the distillation NLL; 0 is the "
+                       "paper's w/o distill (default: published).", lower_bound=0)
     flags.DEFINE_float("r1", None, "R1 weight on ||grad D(x_real)||^2, no 1/2 factor "
-                       "(default 10; 1000 for Chairs).")
-    flags.DEFINE_float("g_lr", None, "Generator lr (default: 1e-3 sprites, 1e-4 natural); "
-                       "PyTorch's RMSprop, alpha 0.99, eps 1e-8.")
+                       "(default: published).", lower_bound=0)
+    flags.DEFINE_float("g_lr", None, "Generator lr (default: published); PyTorch's RMSprop, "
+                       "alpha 0.99, eps 1e-8.")
     flags.DEFINE_float("d_lr", 1e-4, "Discriminator lr (PyTorch's RMSprop, as --g_lr).")
-    flags.DEFINE_float("ema", 0.999, "Decay of the generator's moving average.")
+    flags.DEFINE_float("ema", 0.999, "Decay of the generator's moving average, in [0, 1).")
     flags.DEFINE_bool("vdb", None, "Variational discriminator bottleneck (default: at 1024 px).")
-    flags.DEFINE_integer("batch_size", None, "Global batch (default: 64; 24 at 256 px; 8 at 1024).")
-    flags.DEFINE_integer("steps", 300_000, "Training steps.")
+    flags.DEFINE_integer("batch_size", None, "Global batch (default: 64; 24 at 256 px; 8 at "
+                         "1024).", lower_bound=1)
+    flags.DEFINE_integer("steps", 300_000, "Training steps.", lower_bound=1)
     flags.DEFINE_string("out_dir", None, "Run directory (default: runs/idgan_<dataset>_<res>).")
+    flags.register_validator("res", is_resolution, "must be a power of two from 32 to 1024")
+    for name in ("g_lr", "d_lr"):
+        flags.register_validator(name, lambda v: v is None or v > 0, "must be positive")
+    flags.register_validator("ema", lambda v: 0 <= v < 1, "must be in [0, 1)")
     define_shared_flags()
 
 
@@ -82,33 +87,26 @@ def load_encoder(vae):
     return encoder, c_dim, stage1
 
 
-def published_defaults(dataset, res):
-    """The authors' stage-2 settings (SPEC.md "Published settings"; configs/*.yaml)."""
-    sprites = data.has_ground_truth(dataset)
-    # w_info is 1e-3 in celebA-64 / celebA-256 and cars-64, 1e-4 elsewhere (celebA-HQ at
-    # 1024 px, chairs-64, dsprites); reg_param is 1000 in chairs-64, 10 elsewhere.
-    distill_1e3 = (dataset == "celeba" and res <= 256) or dataset == "cars"
-    return dict(
-        arch="conv" if sprites else "resnet",
-        nf=16 if res >= 1024 else 64,
-        nuisance_dim=0 if sprites else 256,
-        distill_weight=1e-3 if distill_1e3 else 1e-4,
-        r1=1000.0 if dataset == "chairs" else 10.0,
-        g_lr=1e-3 if sprites else 1e-4,
-        vdb=res >= 1024,
-        batch_size=64 if res <= 128 else 24 if res <= 512 else 8)
+def defaults(dataset, res):
+    """The authors' stage-2 settings (README "Published settings"; configs/*.yaml): the
+    dataset's, and what depends on the resolution."""
+    settings = published(dataset)
+    return dict(arch="conv" if data.has_ground_truth(dataset) else "resnet",
+                nf=16 if res >= 1024 else 64, vdb=res >= 1024,
+                batch_size=64 if res <= 128 else 24 if res <= 512 else 8,
+                **{k: settings[k] for k in ("nuisance_dim", "distill_weight", "r1", "g_lr")})
 
 
-def resolved_flags(encoder, stage1):
-    """The flags as a dict, unset ones taken from stage 1 or SPEC.md's published settings."""
-    config = flag_values()
+def resolved_flags(argv, encoder, stage1):
+    """The flags as a dict, unset ones taken from stage 1 or the published settings."""
+    config = script_flags(argv)
     for name in ("dataset", "data_dir", "painting"):
         if config[name] is None:
             config[name] = stage1.get(name)
     if config["dataset"] is None:
         fail("--dataset is required when --vae is a bare encoder file")
     config["res"] = config["res"] or encoder.input_shape[1]
-    for name, value in published_defaults(config["dataset"], config["res"]).items():
+    for name, value in defaults(config["dataset"], config["res"]).items():
         if config[name] is None:
             config[name] = value
     config["out_dir"] = config["out_dir"] or os.path.join(
@@ -117,16 +115,8 @@ def resolved_flags(encoder, stage1):
 
 
 def check_flags(config, encoder):
-    check_resolution(config["res"])
     if config["res"] < encoder.input_shape[1]:
         fail(f"--res={config['res']} is below the encoder's input size {encoder.input_shape[1]}")
-    check_positive(config, "g_lr", "d_lr", "batch_size", "steps", "log_every", "backup_every",
-                   "nf", "nf_max")
-    check_nonnegative(config, "distill_weight", "r1", "nuisance_dim")
-    check_eval_samples(config)
-    check_paths(config)
-    if not 0 <= config["ema"] < 1:
-        fail(f"--ema={config['ema']} must be in [0, 1)")
     if not config["use_codes"] and config["nuisance_dim"] == 0:
         fail("--nouse_codes (the plain GAN) needs --nuisance_dim > 0")
     channels = data.num_channels(config["dataset"])
@@ -146,21 +136,18 @@ def build_networks(config, c_dim, channels):
 
 
 def main(argv):
-    check_no_arguments(argv)
     if not FLAGS.vae:
         fail("--vae is required: a stage-1 run directory or an encoder.keras file")
     strategy = make_strategy(FLAGS.strategy)
     with strategy.scope():
         encoder, c_dim, stage1 = load_encoder(FLAGS.vae)
-    config = resolved_flags(encoder, stage1)
+    config = resolved_flags(argv, encoder, stage1)
+    run = Run(config, strategy)
     check_flags(config, encoder)
-    check_speed_flags(config, strategy)
-    check_run_dir(config, RESUMABLE, strategy)
     c_dim = c_dim if config["use_codes"] else 0
     decoder_path = os.path.join(config["vae"], "decoder.keras")
     decoder = keras.models.load_model(decoder_path) if os.path.isfile(decoder_path) else None
 
-    set_precision(config)
     with strategy.scope():
         keras.utils.set_random_seed(config["seed"])
         generator, discriminator = build_networks(config, c_dim, data.num_channels(config["dataset"]))
@@ -172,29 +159,22 @@ def main(argv):
             seed=config["seed"])
         model.compile(idgan.rmsprop(config["g_lr"]), idgan.rmsprop(config["d_lr"]),
                       jit_compile=config["jit_compile"])
-    adapt_to_strategy(model, strategy)
-    steps_done = lambda: int(model.g_optimizer.iterations.numpy())  # noqa: E731
-    restore(model, config, steps_done)
     # Natural images get the authors' random flip and dequantisation noise (inputs.py);
     # the sprites family is fed as it is.
-    stream, real = load_dataset(config, config["res"], strategy, steps_done(), augment=True)
-    run_dir = create_run_dir(config, strategy)
+    stream, real = run.start(model, model.g_optimizer, config["res"], augment=True)
     pictures = picture_inputs(encoder, c_dim, config["nuisance_dim"], real[:8],
                               np.random.default_rng(config["seed"]))
 
     def log_pictures(step):
-        save_model(model.generator_ema, os.path.join(run_dir, "generator.keras"))
+        run.save(model.generator_ema, "generator.keras")
         return draw_pictures(model.generator_ema, decoder, **pictures)
 
-    write_flags(run_dir, config, strategy)
-    fit_resumable(model, stream, config, run_dir, strategy, log_pictures, steps_done,
-                  sampler(model.generator_ema, encoder, config) if config["fid_every"] else None,
-                  os.path.join(config["vae"], "factor_classifier.keras"))
-    if not is_chief(strategy):
-        return
+    run.fit(model, stream, log_pictures,
+            sampler(model.generator_ema, encoder, config) if config["fid_every"] else None,
+            os.path.join(config["vae"], "factor_classifier.keras"))
     if os.path.isfile(decoder_path):
-        evaluate(config, run_dir, vae_run=config["vae"])
-    elif config["evaluate"]:
+        run.evaluate(vae_run=config["vae"])
+    elif config["evaluate"] and run.chief:
         print("No evaluation: metrics.py needs --vae to be a stage-1 run directory.")
 
 

@@ -12,7 +12,7 @@ grids; the same command resumes it) and holds generator.keras (inputs [z, c], im
 learns one (InfoGAN's Q head, the VAE encoder of vae_gan and end_to_end: images in [0, 1] ->
 concat([mu, logvar])) and decoder.keras (vae_gan, end_to_end). metrics.py scores it:
 `python metrics.py --vae=RUN --idgan=RUN` (cgan: --vae=its stage-1 run). Defaults are the
-published ID-GAN / beta-VAE settings for the dataset (SPEC.md), the nets Table A.3's on the
+published ID-GAN / beta-VAE settings for the dataset (README), the nets Table A.3's on the
 sprites family and the ResNets elsewhere; the run harness is train_vae.py's.
 """
 import os
@@ -29,14 +29,10 @@ import baselines  # noqa: E402
 import data  # noqa: E402
 import idgan  # noqa: E402
 import train_idgan  # noqa: E402
-import train_vae  # noqa: E402
 import vae  # noqa: E402
 from train_vae import (  # noqa: E402
-    RESUMABLE, adapt_to_strategy, check_eval_samples, check_speed_flags, check_no_arguments,
-    check_nonnegative, check_paths, check_positive, check_resolution, check_run_dir,
-    create_run_dir, define_shared_flags, evaluate, fail, fit_resumable, flag_values,
-    image_grid, is_chief, load_dataset, make_strategy, parse_flags, restore, save_model,
-    set_precision, write_flags)
+    Run, define_shared_flags, fail, image_grid, is_resolution, make_strategy, parse_flags,
+    published, script_flags)
 
 FLAGS = flags.FLAGS
 SYSTEMS = ("infogan", "vae_gan", "end_to_end", "cgan")
@@ -82,12 +78,19 @@ def define_flags():
     flags.DEFINE_integer("batch_size", None, "Global batch (default: 64; 24 at 256 px).")
     flags.DEFINE_integer("steps", 300_000, "Training steps.")
     flags.DEFINE_string("out_dir", None, "Run directory (default: runs/<system>_<dataset>_<res>).")
+    flags.register_validator("res", is_resolution, "must be a power of two from 32 to 1024")
+    for name in ("nf", "nf_max", "c_dim", "lr", "g_lr", "d_lr", "batch_size", "steps"):
+        flags.register_validator(name, lambda v: v is None or v > 0, "must be positive")
+    for name in ("nuisance_dim", "info_weight", "distill_weight", "beta", "adversarial_weight",
+                 "r1"):
+        flags.register_validator(name, lambda v: v is None or v >= 0, "must not be negative")
+    flags.register_validator("ema", lambda v: v is None or 0 <= v < 1, "must be in [0, 1)")
     define_shared_flags()
 
 
-def resolved_flags():
+def resolved_flags(argv):
     """The flags as a dict, with the stage-1 encoder (cgan) and the dataset's defaults."""
-    config = flag_values()
+    config = script_flags(argv)
     system = config["system"]
     if system is None:
         fail(f"--system is required: one of {', '.join(SYSTEMS)}")
@@ -106,9 +109,9 @@ def resolved_flags():
         config["res"] = config["res"] or encoder.input_shape[1]
     config["dataset"] = config["dataset"] or "sprites"
     config["res"] = config["res"] or 64
-    defaults = dict(train_vae.published_defaults(config["dataset"]), info_weight=1.0,
+    defaults = dict(published(config["dataset"]), info_weight=1.0,
                     code_prior="uniform", lr=1e-4, adversarial_weight=1.0, ema=0.999)
-    defaults.update(train_idgan.published_defaults(config["dataset"], config["res"]))
+    defaults.update(train_idgan.defaults(config["dataset"], config["res"]))
     for name, value in defaults.items():  # only the flags this system uses
         if name in config and config[name] is None and system in ONLY.get(name, SYSTEMS):
             config[name] = value
@@ -118,14 +121,6 @@ def resolved_flags():
 
 
 def check_flags(config, encoder):
-    check_resolution(config["res"])
-    check_positive(config, "d_lr", "batch_size", "steps", "log_every", "backup_every", "nf",
-                   "nf_max", *[n for n in ("c_dim", "g_lr", "lr") if config[n] is not None])
-    check_nonnegative(config, "info_weight", "distill_weight", "beta", "adversarial_weight",
-                      "r1", "nuisance_dim")
-    check_eval_samples(config)
-    if config["ema"] is not None and not 0 <= config["ema"] < 1:
-        fail(f"--ema={config['ema']} must be in [0, 1)")
     if encoder is not None:
         if config["res"] < encoder.input_shape[1]:
             fail(f"--res={config['res']} is below the encoder's input size "
@@ -133,7 +128,6 @@ def check_flags(config, encoder):
         if encoder.input_shape[-1] != data.num_channels(config["dataset"]):
             fail(f"the encoder takes {encoder.input_shape[-1]} channels but --dataset="
                  f"{config['dataset']} has {data.num_channels(config['dataset'])}")
-    check_paths(config)
 
 
 def build_discriminator(config, channels):
@@ -188,44 +182,34 @@ def build_model(config, channels, encoder):
 
 
 def main(argv):
-    check_no_arguments(argv)
     strategy = make_strategy(FLAGS.strategy)
     with strategy.scope():
-        config, encoder = resolved_flags()
+        config, encoder = resolved_flags(argv)
+    run = Run(config, strategy)
     check_flags(config, encoder)
-    check_speed_flags(config, strategy)
-    check_run_dir(config, RESUMABLE, strategy)
     channels = data.num_channels(config["dataset"])
-    set_precision(config)
     with strategy.scope():
         keras.utils.set_random_seed(config["seed"])
         model, counter = build_model(config, channels, encoder)
-    adapt_to_strategy(model, strategy)
-    steps_done = lambda: int(counter.iterations.numpy())  # noqa: E731
-    restore(model, config, steps_done)
-    stream, real = load_dataset(config, config["res"], strategy, steps_done(), augment=True)
-    run_dir = create_run_dir(config, strategy)
+    stream, real = run.start(model, counter, config["res"], augment=True)
 
     def log_pictures(step):
-        return save_and_draw(model, config, run_dir, real[:8])
+        return save_and_draw(model, config, run, real[:8])
 
-    write_flags(run_dir, config, strategy)
-    vae_run = config["vae"] if config["system"] == "cgan" else run_dir
+    vae_run = config["vae"] if config["system"] == "cgan" else run.dir
     generator = (baselines.decoder_as_generator(model.decoder) if config["system"] == "vae_gan"
                  else model.generator_ema)
-    fit_resumable(model, stream, config, run_dir, strategy, log_pictures, steps_done,
-                  train_idgan.sampler(generator, model.encoder, config, config.get("code_prior"))
-                  if config["fid_every"] else None,
-                  os.path.join(vae_run, "factor_classifier.keras"))
-    if not is_chief(strategy):
-        return
+    run.fit(model, stream, log_pictures,
+            train_idgan.sampler(generator, model.encoder, config, config.get("code_prior"))
+            if config["fid_every"] else None,
+            os.path.join(vae_run, "factor_classifier.keras"))
     if os.path.isfile(os.path.join(vae_run, "encoder.keras")):
-        evaluate(config, run_dir, vae_run=vae_run)
-    elif config["evaluate"]:
+        run.evaluate(vae_run=vae_run)
+    elif config["evaluate"] and run.chief:
         print("No evaluation: metrics.py needs --vae to be a stage-1 run directory.")
 
 
-def save_and_draw(model, config, run_dir, real):
+def save_and_draw(model, config, run, real):
     """Save the run's models; picture grids as train_idgan.py draws them (c from the current
     encoder's posterior means on a fixed real batch; InfoGAN's samples from its prior), and
     the VAE's reconstructions where there is one."""
@@ -237,11 +221,11 @@ def save_and_draw(model, config, run_dir, real):
     else:
         generator, encoder = model.generator_ema, model.encoder
         decoder = model.vae.decoder if system == "end_to_end" else None
-    save_model(generator, os.path.join(run_dir, "generator.keras"))
+    run.save(generator, "generator.keras")
     if system != "cgan":
-        save_model(encoder, os.path.join(run_dir, "encoder.keras"))
+        run.save(encoder, "encoder.keras")
     if decoder is not None:
-        save_model(vae.image_decoder(decoder), os.path.join(run_dir, "decoder.keras"))
+        run.save(vae.image_decoder(decoder), "decoder.keras")
     inputs = train_idgan.picture_inputs(encoder, c_dim, generator.inputs[0].shape[-1], real, rng)
     if system == "infogan":  # numpy's draws: the model's noise stream is the checkpoint's
         shape = inputs["sampled_codes"].shape

@@ -135,26 +135,25 @@ class LossTurnsNaN(keras.Model):
         return {"loss": self.loss_tracker.result()}
 
 
-def test_at_the_default_intervals_a_nan_at_step_k_stops_the_run_at_step_k(tmp_path, capsys):
-    """The defaults back up every 500 steps and log every 1000: the NaN check of every step,
-    not the backup's weight check, must stop a run whose loss turns NaN at step 7."""
+def test_at_the_default_intervals_a_nan_at_step_k_stops_the_run_at_step_k(run_config, capsys):
+    """At the default --backup_every and --log_every, the NaN check of every step, not the
+    backup's weight check, must stop a run whose loss turns NaN at step 7."""
     import train_vae
 
+    config = run_config()
+    assert config["backup_every"] > 40 and config["log_every"] > 40  # the defaults
     model = LossTurnsNaN(bad_step=7)
     model.compile(optimizer=keras.optimizers.SGD(0.01))
-    config = dict(steps=40, log_every=1000, backup_every=500, fid_every=0,
-                  steps_per_execution=1)
-    steps_done = lambda: int(model.optimizer.iterations.numpy())  # noqa: E731
-    stream = tf.data.Dataset.from_tensors(0.0).repeat()
+    run = train_vae.Run(config, tf.distribute.get_strategy())
+    run.start(model, model.optimizer, 32)
     with pytest.raises(SystemExit) as exit_info:
-        train_vae.fit_resumable(model, stream, config, str(tmp_path), tf.distribute.get_strategy(),
-                                lambda step: {}, steps_done)
+        run.fit(model, tf.data.Dataset.from_tensors(0.0).repeat(), lambda step: {})
     assert exit_info.value.code == 2
-    assert steps_done() == 7
+    assert int(model.optimizer.iterations) == 7
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.endswith("error: the loss or the weights became NaN or infinite at step 7; "
                          "training stopped and no good backup was written"), last
-    assert not os.path.exists(tmp_path / "checkpoint.weights.h5")
+    assert not os.path.exists(os.path.join(config["out_dir"], "checkpoint.weights.h5"))
 
 
 def epoch_losses(stdout):

@@ -45,23 +45,21 @@ def test_xla_compiled_step_equals_the_plain_step():
 SIZES = {"steps": 300, "log_every": 100, "backup_every": 50}
 
 
-def test_jit_compile_is_refused_on_several_replicas(two_replicas, capsys):
+def test_jit_compile_is_refused_on_several_replicas(two_replicas, run_config, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        train_vae.check_speed_flags({"jit_compile": True, **SIZES}, two_replicas)
-    assert exit_info.value.code != 0
+        train_vae.Run(run_config(jit_compile=True, **SIZES), two_replicas)
+    assert exit_info.value.code == 2
     assert "--jit_compile needs one device, not 2 replicas" in capsys.readouterr().err
-    train_vae.check_speed_flags({"jit_compile": False, **SIZES}, two_replicas)  # no error
+    train_vae.Run(run_config(**SIZES), two_replicas)  # no error
 
 
 @pytest.mark.parametrize("per_call,message", [
-    (0, "--steps_per_execution=0 must be positive"),
     (7, "--steps_per_execution=7 must divide --steps=300"),
     (20, "--steps_per_execution=20 must divide --backup_every=50")])
 def test_steps_per_execution_must_divide_every_step_the_monitor_acts_at(
-        two_replicas, capsys, per_call, message):
+        two_replicas, run_config, capsys, per_call, message):
     with pytest.raises(SystemExit):
-        train_vae.check_speed_flags(
-            {"jit_compile": False, "steps_per_execution": per_call, **SIZES}, two_replicas)
+        train_vae.Run(run_config(steps_per_execution=per_call, **SIZES), two_replicas)
     assert message in capsys.readouterr().err
 
 

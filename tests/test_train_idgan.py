@@ -115,7 +115,7 @@ def test_any_encoder_file_plugs_in(stage1, tmp_path):
 ])
 def test_published_defaults_per_dataset(dataset, res, distill_weight, r1, g_lr, batch_size):
     import train_idgan
-    defaults = train_idgan.published_defaults(dataset, res)
+    defaults = train_idgan.defaults(dataset, res)
     assert (defaults["distill_weight"], defaults["r1"], defaults["g_lr"],
             defaults["batch_size"]) == (distill_weight, r1, g_lr, batch_size)
     assert defaults["vdb"] == (res == 1024)

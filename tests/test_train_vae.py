@@ -109,12 +109,12 @@ def test_a_moved_run_directory_resumes_where_it_now_is(run_dir, tmp_path):
 
 
 def test_published_defaults_per_dataset():
-    """SPEC.md "Published settings" (the authors' scripts/run_*.sh)."""
+    """README "Published settings" (the authors' scripts/run_*.sh)."""
     import train_vae as script
     for dataset, beta, c_dim, decoder in [("dsprites", 8.0, 10, "bernoulli"),
                                           ("color_sprites", 8.0, 10, "bernoulli"),
                                           ("celeba", 6.4, 20, "gaussian"),
                                           ("chairs", 10.0, 20, "gaussian"),
                                           ("cars", 5.0, 20, "gaussian")]:
-        defaults = script.published_defaults(dataset)
+        defaults = script.published(dataset)
         assert (defaults["beta"], defaults["c_dim"], defaults["decoder"]) == (beta, c_dim, decoder)

@@ -124,17 +124,18 @@ def test_factor_vae_step_reports_the_hand_computed_losses(images):
     assert logs["d_loss"] == pytest.approx(d_loss, rel=1e-3)
 
 
-def test_factor_vae_stream_gives_two_batches_of_batch_size_per_step():
+def test_factor_vae_stream_gives_two_batches_of_batch_size_per_step(run_config):
     """train_vae.py feeds FactorVAE pairs of independent batches, each --batch_size."""
     import train_vae
 
-    config = dict(dataset="sprites", batch_size=BATCH, seed=0)
-    stream, first = train_vae.load_dataset(config, RES, tf.distribute.get_strategy(), pairs=True)
+    model = make_model("factor_vae", 3)
+    run = train_vae.Run(run_config(batch_size=BATCH), tf.distribute.get_strategy())
+    stream, first = run.start(model, model.optimizer, RES, pairs=True)
     vae_images, permuted_images = next(iter(stream))
     assert vae_images.shape == permuted_images.shape == (BATCH, RES, RES, 1) == first.shape
     assert not np.array_equal(vae_images, permuted_images)
     np.testing.assert_array_equal(first, vae_images)
-    single, _ = train_vae.load_dataset(config, RES, tf.distribute.get_strategy())
+    single, _ = run.start(model, model.optimizer, RES)
     assert next(iter(single)).shape == (BATCH, RES, RES, 1)
 
 
