@@ -352,13 +352,20 @@ def ground_truth_data(name, data_dir=None, painting=None):
 # Natural images: TFDS where it has them, else a folder of images (--data_dir).
 
 TFDS_NAMES = {"celeba": "celeb_a", "celeba_hq": "celeb_a_hq", "cars": "cars196"}
-# The authors use every image (SPEC.md "Data"): CelebA's 202,599 are all three TFDS splits,
-# Cars' 16,185 both; TFDS' celeb_a_hq has only `train` (30,000).
+# The authors use every image (their data/preprocess.py reads every file of CelebA and
+# both Cars annotation lists): CelebA's 202,599 are all three TFDS splits, Cars' 16,185
+# both; TFDS' celeb_a_hq has only `train` (30,000).
 TFDS_SPLITS = {"celeba": "train+validation+test", "celeba_hq": "train", "cars": "train+test"}
 FOLDER_EXAMPLES = {"celeba": " such as img_align_celeba", "cars": " of cropped cars"}
-# The authors' centre crops before resizing (their data/preprocess.py; SPEC.md "Data").
+# The authors' centre crops before resizing (their data/preprocess.py).
 # Cars' whole bounding box is squashed to res x res, as theirs is; CelebA-HQ is square.
 CENTRE_CROP = {"celeba": 160, "chairs": 450}
+# Their data/preprocess.py saves each resized image under its original name, so CelebA
+# and Cars become .jpg files at PIL's default quality (75, 4:2:0 chroma) and Chairs .png
+# files; it leaves CelebA-HQ's files as they are. TF's encoder at the same quality, decoded
+# with the accurate integer DCT (PIL's), gives PIL's pixels for the same 8-bit input
+# (tests/test_data.py compares the two).
+JPEG_QUALITY = {"celeba": 75, "cars": 75}
 SHUFFLE_BUFFER_BYTES = 1 << 30
 
 
@@ -377,17 +384,24 @@ def image_files(data_dir):
 
 
 def preprocess(name, image, res):
-    """The authors' preprocessing (their data/preprocess.py): the central square, at most
-    CENTRE_CROP pixels a side (cars: the whole box, squashed); then an antialiased Lanczos
-    resize, as PIL's LANCZOS, to res x res in [0, 1]. Resized as uint8, to skip a float
-    copy of the original: resizing is linear, so the numbers are the same."""
+    """The authors' preprocessing (their data/preprocess.py), which writes 8-bit image
+    files: the central square, at most CENTRE_CROP pixels a side (cars: the whole box,
+    squashed); an antialiased Lanczos resize, as PIL's LANCZOS, to res x res; rounded to
+    8 bits, as PIL stores it; for CelebA and Cars a JPEG round trip (JPEG_QUALITY), as
+    their .jpg files hold. Out: float32 k / 255 in [0, 1], the values their training
+    loader (gan_training/inputs.py) reads. Resized as uint8, to skip a float copy of the
+    original: resizing is linear, so the numbers are the same."""
     if name != "cars":
         height, width = tf.shape(image)[0], tf.shape(image)[1]
         size = tf.minimum(tf.minimum(height, width), CENTRE_CROP.get(name, 1 << 30))
         image = tf.image.crop_to_bounding_box(
             image, (height - size) // 2, (width - size) // 2, size, size)
-    image = tf.image.resize(image, (res, res), method="lanczos3", antialias=True) / 255.0
-    return tf.clip_by_value(image, 0.0, 1.0)
+    image = tf.image.resize(image, (res, res), method="lanczos3", antialias=True)
+    image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+    if name in JPEG_QUALITY:
+        encoded = tf.io.encode_jpeg(image, quality=JPEG_QUALITY[name])
+        image = tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")
+    return tf.ensure_shape(tf.cast(image, tf.float32) / 255.0, (res, res, 3))
 
 
 def crop_to_box(example):
@@ -410,7 +424,7 @@ def tfds_images(name, res, data_dir, seed):
     examples = load_tfds(config, TFDS_SPLITS[name], data_dir, seed, ways_in=(
         f"--data_dir= a prepared TFDS data_dir (holding {tfds_name}/...) or --data_dir= a "
         f"folder of images{FOLDER_EXAMPLES.get(name, '')}"))
-    if name == "cars":  # SPEC.md: boxes under 64 px on a side are dropped
+    if name == "cars":  # as in their data/preprocess.py, boxes under 64 px a side are dropped
         images = examples.map(crop_to_box).filter(
             lambda image: tf.reduce_min(tf.shape(image)[:2]) >= 64)
     else:
@@ -434,8 +448,9 @@ def folder_images(name, res, data_dir, seed):
 
 
 def natural_images(name, res, data_dir, seed):
-    """Unbatched images in [0, 1], shuffled each pass. data_dir is a TFDS data_dir when it
-    holds a `<tfds name>` folder, else a folder of images (for cars: cropped to their boxes)."""
+    """Unbatched 8-bit images (k / 255 in [0, 1], see preprocess), shuffled each pass.
+    data_dir is a TFDS data_dir when it holds a `<tfds name>` folder, else a folder of
+    images (for cars: cropped to their boxes)."""
     tfds_name = TFDS_NAMES.get(name)
     tfds_dir = data_dir is None or (tfds_name and os.path.isdir(os.path.join(data_dir, tfds_name)))
     if not tfds_dir:
@@ -446,14 +461,17 @@ def natural_images(name, res, data_dir, seed):
 
 
 # ---------------------------------------------------------------------------------------
-# The GAN's input noise (SPEC.md "GAN input pipeline"; the authors' gan_training/inputs.py:
-# RandomHorizontalFlip, Normalize to [-1, 1], then x + U(0, 1) / 128). Our images are in
-# [0, 1] and the GAN maps them by x * 2 - 1, so the noise here is U(0, 1/256). Not clipped,
-# as theirs is not. Stateless ops keyed by (seed, start, element): a resumed run repeats.
+# The GAN's input noise (the authors' gan_training/inputs.py: RandomHorizontalFlip of their
+# 8-bit images, Normalize to [-1, 1], then x + U(0, 1) / 128). Our images are 8-bit values
+# in [0, 1] (preprocess) and the GAN maps them by x * 2 - 1, so the noise here is
+# U(0, 1/256): less than one 8-bit step (1/255), it fills the gap above each value. Not
+# clipped, as theirs is not. Stateless ops keyed by (seed, start, element): a resumed run
+# repeats.
 
 
 def augment_image(image, stream_key, index):
-    """Flip left-right with probability 1/2, then add dequantisation noise in [0, 1/256)."""
+    """Flip an 8-bit image left-right with probability 1/2, then add dequantisation noise
+    in [0, 1/256)."""
     key = tf.random.experimental.stateless_fold_in(stream_key, index)
     flip_key, noise_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
     image = tf.image.stateless_random_flip_left_right(image, flip_key)
@@ -468,10 +486,12 @@ def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None, st
                  augment=False):
     """Endless, shuffled, batched, prefetched float32 images in [0, 1]: (B, res, res, C).
 
-    The stream is a function of (seed, start): a run resumed at step `start` continues with
-    new batches (the sprites family's batch `start` onwards; a fresh shuffle otherwise).
-    `augment` adds the GAN's flip and noise to natural images; the sprites family, fed
-    to the GAN as x * 2 - 1 by the authors, ignores it. Building decodes no image."""
+    Natural images are 8-bit values k / 255, as the authors' preprocessed files hold
+    (preprocess). The stream is a function of (seed, start): a run resumed at step `start`
+    continues with new batches (the sprites family's batch `start` onwards; a fresh
+    shuffle otherwise). `augment` adds the GAN's flip and noise to natural images (the
+    noise is then their only non-8-bit part); the sprites family, fed to the GAN as
+    x * 2 - 1 by the authors, ignores it. Building decodes no image."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name}; choose from {', '.join(DATASETS)}")
     if data_dir is not None and not os.path.isdir(data_dir):

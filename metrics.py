@@ -157,14 +157,59 @@ def read_inception_graph(path):
     for node in graph_def.node:  # forget the recorded batch-1 shapes (TTUR patches them too)
         if "_output_shapes" in node.attr:
             del node.attr["_output_shapes"]
+    return _without_removed_batch_norm(graph_def)
+
+
+def _without_removed_batch_norm(graph_def):
+    """graph_def with each BatchNormWithGlobalNormalization node (the 2015 graph's batch
+    normalisation after each convolution) replaced by the same arithmetic in ops of today:
+    TensorFlow refuses that op at GraphDef version 9 and later, and a tf.function (as
+    wrap_function's) runs at today's version whatever the graph's. The graph is then marked
+    as of today's version, so that any other removed op is refused when it is imported."""
+    names = {node.name for node in graph_def.node}
+    nodes = [new for node in graph_def.node for new in (
+        _batch_norm_arithmetic(node, names) if node.op == "BatchNormWithGlobalNormalization"
+        else [node])]
+    del graph_def.node[:]
+    graph_def.node.extend(nodes)
+    graph_def.versions.producer = max(graph_def.versions.producer, tf.version.GRAPH_DEF_VERSION)
     return graph_def
+
+
+def _batch_norm_arithmetic(batch_norm, names):
+    """Nodes computing a BatchNormWithGlobalNormalization node's output, the last under its
+    name (with its control inputs): (t - mean) * (rsqrt(variance + variance_epsilon) *
+    gamma) + beta, without gamma if not scale_after_normalization, as TensorFlow's kernel."""
+    t, mean, variance, beta, gamma = batch_norm.input[:5]
+    dtype, nodes = batch_norm.attr["T"], []
+
+    def add(suffix, op, *inputs):
+        name = f"{batch_norm.name}/{suffix}" if suffix else batch_norm.name
+        while suffix and name in names:  # a name of its own
+            name += "_"
+        names.add(name)
+        nodes.append(tf.compat.v1.NodeDef(name=name, op=op, input=inputs,
+                                          device=batch_norm.device))
+        nodes[-1].attr["dtype" if op == "Const" else "T"].CopyFrom(dtype)
+        return name
+
+    epsilon = add("variance_epsilon", "Const")
+    nodes[-1].attr["value"].tensor.CopyFrom(tf.make_tensor_proto(
+        batch_norm.attr["variance_epsilon"].f, tf.as_dtype(dtype.type), []))
+    scale = add("rsqrt", "Rsqrt", add("add_epsilon", "AddV2", variance, epsilon))
+    if batch_norm.attr["scale_after_normalization"].b:
+        scale = add("scale", "Mul", scale, gamma)
+    add("", "AddV2", add("normalized", "Mul", add("centred", "Sub", t, mean), scale), beta)
+    nodes[-1].input.extend(batch_norm.input[5:])
+    return nodes
 
 
 def inception_graph_features_fn(path):
     """Images in [0, 1] (any batch and size, 1 or 3 channels) -> the 2048-d pool_3 features of
     the 2015 graph, fed as TTUR feeds it: RGB in 0..255 (rounded, as the 8-bit image files of
     published FIDs) into 'ExpandDims:0', which resizes to 299 px itself. The graph is
-    imported with that input replaced by a placeholder of any batch size."""
+    imported with that input replaced by a placeholder of any batch size and its old batch
+    norm rewritten (read_inception_graph); a batch it fails on is a ValueError of one line."""
     graph_def = read_inception_graph(path)
 
     def network(pixels):
@@ -183,9 +228,22 @@ def inception_graph_features_fn(path):
         images = tf.convert_to_tensor(images, tf.float32)
         if images.shape[-1] == 1:
             images = tf.image.grayscale_to_rgb(images)
-        return network(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0)).numpy()
+        try:
+            return network(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0)).numpy()
+        except tf.errors.OpError as error:  # e.g. one of its CheckNumerics nodes
+            # ValueError, as read_inception_graph's refusals: metrics.py's command line and
+            # the training scripts (their evaluation and --fid_every) report it in one line.
+            raise ValueError(f"the graph of {path} fails: {_op_error_reason(error)}") from error
 
     return features
+
+
+def _op_error_reason(error):
+    """The line of a TensorFlow OpError that says what failed (its message starts with
+    "Graph execution error:" and the node's stack, and ends with the node's name)."""
+    lines = [line.strip() for line in error.message.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("[[")]
+    return lines[-1] if lines else type(error).__name__
 
 
 def build_factor_classifier(image_shape, factor_names, factor_sizes):
@@ -905,8 +963,10 @@ def _define_flags():
 
 
 def _fail(message):
-    """Exits with one line on stderr, no traceback."""
-    sys.exit(f"metrics.py: error: {(str(message).strip().splitlines() or ['failed'])[0]}")
+    """Exits with one line on stderr, no traceback, and status 2 (as train_vae.py's fail)."""
+    line = (str(message).strip().splitlines() or ["failed"])[0]
+    sys.stderr.write(f"metrics.py: error: {line}\n")
+    sys.exit(2)
 
 
 def _parse_flags(argv):

@@ -1,4 +1,6 @@
 """data.py: the sprites renderer, its variants, TFDS loading (mocked) and image folders."""
+import contextlib
+import io
 import os
 import socket
 import subprocess
@@ -510,12 +512,124 @@ def test_augment_flips_half_the_images_and_adds_noise_under_1_over_256(tmp_path)
     assert 40 <= sum(flipped) <= 88  # of 128 fair coins: 64 +- 4 standard deviations
     again = pull(data.make_dataset("celeba", 32, 16, data_dir=folder, seed=5, augment=True), 8)
     np.testing.assert_array_equal(noisy, again)
-    resumed = pull(data.make_dataset("celeba", 32, 16, data_dir=folder, seed=5, start=3,
-                                     augment=True), 2)
-    np.testing.assert_array_equal(
-        resumed, pull(data.make_dataset("celeba", 32, 16, data_dir=folder, seed=5, start=3,
-                                        augment=True), 2))
-    assert not np.array_equal(resumed, noisy[:32])
+
+
+# --- Natural images are 8-bit, as the authors' preprocessed files -------------------------
+# Their data/preprocess.py crops, resizes with PIL's Lanczos and saves 8-bit files (.jpg at
+# PIL's default quality for CelebA and Cars, .png for Chairs); gan_training/inputs.py reads
+# those, flips, maps to [-1, 1] and adds U(0, 1/128).
+
+
+def centre_square(image, largest):
+    height, width = image.shape[:2]
+    size = min(height, width, largest)
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[top:top + size, left:left + size]
+
+
+def authors_8bit(name, crop, res):
+    """What the authors' file of `crop` holds, as float32 in [0, 1], and the resize before
+    rounding. Written here, not with data.py: tf.image's antialiased Lanczos, the nearest
+    8-bit value, and for CelebA and Cars PIL's own JPEG encoder and decoder."""
+    resized = np.clip(tf.image.resize(crop, (res, res), "lanczos3", antialias=True), 0, 255)
+    pixels = np.round(resized).astype(np.uint8)
+    if name in ("celeba", "cars"):
+        pil = pytest.importorskip("PIL.Image")
+        encoded = io.BytesIO()
+        pil.fromarray(pixels).save(encoded, format="JPEG")  # PIL's default quality
+        pixels = np.asarray(pil.open(encoded))
+    return pixels.astype(np.float32) / 255, resized / 255
+
+
+NATURAL_SOURCES = ["celeba-tfds", "celeba_hq-tfds", "cars-tfds", "chairs-folder",
+                   "celeba-folder", "cars-folder"]
+
+
+def natural_source(source, folder):
+    """(name, data_dir, a context to pull the stream in, the authors' crops) for four random
+    images of `source`: TFDS (mocked) or a folder of PNG files."""
+    name, where = source.split("-")
+    shape = {"celeba": (218, 178), "celeba_hq": (48, 48), "cars": (100, 130),
+             "chairs": (60, 50)}[name] + (3,)
+    rng = np.random.default_rng(7)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(4)]
+    if name != "cars":
+        crops = [centre_square(image, {"celeba": 160, "chairs": 450}.get(name, max(shape)))
+                 for image in images]
+    else:  # TFDS: the 80 x 100 box at (10, 15); a folder holds cropped cars already
+        crops = [image[10:90, 15:115] for image in images] if where == "tfds" else images
+    if where == "folder":
+        folder.mkdir()
+        for i, image in enumerate(images):
+            write_png(folder / f"{i}.png", image)
+        return name, str(folder), contextlib.nullcontext(), crops
+    examples = [{"image": image} for image in images]
+    if name == "cars":
+        box = np.array([10 / 100, 15 / 130, 90 / 100, 115 / 130], np.float32)
+        examples = [dict(example, bbox=box) for example in examples]
+    parts = {"celeba": {"train": examples[:2], "validation": examples[2:3],
+                        "test": examples[3:]},
+             "celeba_hq": {"train": examples},
+             "cars": {"train": examples[:2], "test": examples[2:]}}[name]
+    splits = {split: {k: [e[k] for e in part] for k in part[0]} for split, part in parts.items()}
+    return name, None, fake_tfds(splits), crops
+
+
+def nearest(image, candidates):
+    return int(np.argmin([np.abs(image - c).max() for c in candidates]))
+
+
+@pytest.mark.parametrize("source", NATURAL_SOURCES)
+def test_natural_images_are_the_authors_8bit_values_and_noise_is_their_only_rest(
+        source, tmp_path, online):
+    res = 32
+    name, data_dir, mocked, crops = natural_source(source, tmp_path / "images")
+    expected, unrounded = zip(*(authors_8bit(name, crop, res) for crop in crops))
+    with mocked:
+        plain = pull(data.make_dataset(name, res, 4, data_dir=data_dir, seed=1), 1)
+        noisy = pull(data.make_dataset(name, res, 4, data_dir=data_dir, seed=1, augment=True), 1)
+    np.testing.assert_allclose(plain * 255, np.round(plain * 255), rtol=0, atol=1e-4)
+    order = [nearest(image, expected) for image in plain]
+    assert sorted(order) == [0, 1, 2, 3]  # one pass: every image once
+    for image, i in zip(plain, order):
+        np.testing.assert_allclose(image, expected[i], rtol=0, atol=1e-7)
+        if name not in ("celeba", "cars"):  # no JPEG: the nearest 8-bit value of the resize
+            assert np.abs(image - unrounded[i]).max() <= 0.5 / 255 + 1e-6
+    # Augmented: the authors' x * 2 - 1 + U(0, 1/128), x the 8-bit image or its mirror.
+    candidates = [c for e in expected for c in (e, e[:, ::-1])]
+    matched = []
+    for image in noisy:
+        matched.append(np.argmin([np.abs(image - c - 1 / 512).max() for c in candidates]))
+        noise = (image * 2 - 1) - (candidates[matched[-1]] * 2 - 1)
+        assert noise.min() >= -1e-6 and noise.max() < 1 / 128 + 1e-6
+        assert noise.mean() == pytest.approx(1 / 256, rel=0.1)  # 3,072 uniform draws
+    assert sorted(i // 2 for i in matched) == [0, 1, 2, 3]
+
+
+# --- Resumed streams ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,res", [("sprites", 64), ("noisy_sprites", 32),
+                                      ("color_sprites", 64)])
+def test_resumed_sprites_stream_is_the_uninterrupted_one_from_batch_start(name, res):
+    uninterrupted = pull(data.make_dataset(name, res, 4, seed=3), 6)
+    resumed = pull(data.make_dataset(name, res, 4, seed=3, start=4), 2)
+    np.testing.assert_array_equal(resumed, uninterrupted[4 * 4:])  # batches 4 and 5
+    assert not np.array_equal(resumed, uninterrupted[:2 * 4])
+
+
+def test_resumed_natural_stream_is_a_fresh_shuffle_of_the_same_images(tmp_path):
+    write_images(tmp_path / "chairs", 8, size=(16, 16))
+
+    def one_pass(start, augment=False):  # 2 batches of 4: the first shuffle of 8 images
+        return pull(data.make_dataset("chairs", 16, 4, data_dir=str(tmp_path / "chairs"),
+                                      seed=5, start=start, augment=augment), 2)
+
+    uninterrupted, resumed = one_pass(0), one_pass(3)
+    assert sorted(x.tobytes() for x in resumed) == sorted(x.tobytes() for x in uninterrupted)
+    assert not np.array_equal(resumed, uninterrupted)  # the same images in another order
+    np.testing.assert_array_equal(resumed, one_pass(3))  # a function of (seed, start)
+    np.testing.assert_array_equal(one_pass(3, augment=True), one_pass(3, augment=True))
 
 
 def test_augment_leaves_the_sprites_family_alone():

@@ -264,6 +264,89 @@ def test_fvm_protocols_disentanglement_lib_and_paper():
     assert "eval_accuracy" not in score  # the paper's score is its train accuracy
 
 
+def reference_factor_vae_score(factors, codes, num_variance, batch_size, num_train, num_eval):
+    """disentanglement_lib's FVM recomputed from what the encoder saw and returned, in the
+    order the votes are cast: num_variance rows for the global variances, then batches of
+    batch_size rows, each with one factor fixed: num_train training votes, then num_eval
+    held-out ones. Each vote: (argmin over active dims of local / global variance, the
+    fixed factor); the classifier maps a dim to its most voted factor in training."""
+    global_variances = np.var(codes[:num_variance], axis=0, ddof=1)
+    active = np.sqrt(global_variances) >= 0.05
+    votes = []
+    for start in range(num_variance, len(codes), batch_size):
+        batch = slice(start, start + batch_size)
+        fixed, = np.flatnonzero(np.all(factors[batch] == factors[start], axis=0))
+        ratios = np.var(codes[batch], axis=0, ddof=1)[active] / global_variances[active]
+        votes.append((np.argmin(ratios), fixed))
+    assert len(votes) == num_train + num_eval
+    table = np.zeros((active.sum(), factors.shape[1]), int)
+    for dim, factor in votes[:num_train]:
+        table[dim, factor] += 1
+    accuracy = lambda cast: np.mean([table[dim].argmax() == k for dim, k in cast])  # noqa: E731
+    return dict(train_accuracy=accuracy(votes[:num_train]),
+                eval_accuracy=accuracy(votes[num_train:]), num_active_dims=active.sum())
+
+
+class RecordingEncoder:
+    """encode_fn(observations of FactorsAsObservations) -> code(factors, rows), rows numbering
+    the observations in the order encoded; keeps the factors and codes."""
+
+    def __init__(self, code):
+        self.code, self.factors, self.codes = code, [], []
+
+    def __call__(self, observations):
+        scale = np.array(FactorsAsObservations.factor_sizes) - 1
+        factors = np.round(observations.reshape(len(observations), -1) * scale).astype(int)
+        rows = sum(map(len, self.factors)) + np.arange(len(factors))
+        self.factors.append(factors)
+        self.codes.append(np.asarray(self.code(factors, rows), np.float64))
+        return self.codes[-1]
+
+    def seen(self):
+        return np.concatenate(self.factors), np.concatenate(self.codes)
+
+
+def test_fvm_equals_a_recomputation_from_the_encoded_batches():
+    """Mixed, noisy, rescaled codes beside a collapsed dim (std < 0.05: no vote): both
+    accuracies and the active dims equal reference_factor_vae_score's, and are not trivial."""
+    sizes = dict(num_variance=1500, batch_size=24, num_train=400, num_eval=300)
+    noise = np.random.default_rng(10)
+
+    def code(factors, rows):
+        mixed = factors + 0.8 * np.roll(factors, 1, axis=1) + 0.3 * noise.standard_normal(
+            factors.shape)
+        return np.concatenate([mixed * [1.0, 3.0, 0.5], noise.standard_normal((len(rows), 2)),
+                               0.01 * noise.standard_normal((len(rows), 1))], axis=1)
+
+    encode = RecordingEncoder(code)
+    score = metrics.factor_vae_score(FactorsAsObservations(), encode, np.random.default_rng(3),
+                                     **sizes)
+    expected = reference_factor_vae_score(*encode.seen(), **sizes)
+    assert score == pytest.approx(expected, abs=1e-12)
+    assert expected["num_active_dims"] == 5
+    assert 0.4 < expected["eval_accuracy"] < 0.95 and expected["train_accuracy"] < 0.95
+
+
+def test_fvm_scores_held_out_votes_with_the_training_votes_classifier():
+    """Codes copy factor j to dim j while the global variances and the training votes are
+    taken, and swap dims 0 and 1 for the held-out votes: training accuracy 1 (dim j ->
+    factor j), held-out accuracy the share of held-out votes with factor 2 fixed (a vote
+    with factor 0 fixed picks dim 1, which the training votes map to factor 1)."""
+    sizes = dict(num_variance=1000, batch_size=16, num_train=200, num_eval=150)
+    held_out = sizes["num_variance"] + sizes["batch_size"] * sizes["num_train"]
+    encode = RecordingEncoder(lambda factors, rows: np.where(
+        (rows >= held_out)[:, None], factors[:, [1, 0, 2]], factors))
+    score = metrics.factor_vae_score(FactorsAsObservations(), encode, np.random.default_rng(9),
+                                     **sizes)
+    factors = encode.seen()[0][held_out:].reshape(sizes["num_eval"], sizes["batch_size"], 3)
+    fixed = np.all(factors == factors[:, :1], axis=1)  # (held-out votes, factors)
+    assert np.all(fixed.sum(axis=1) == 1)
+    share = fixed[:, 2].mean()
+    assert 0.2 < share < 0.5
+    assert score == dict(train_accuracy=1.0, eval_accuracy=pytest.approx(share, abs=1e-12),
+                         num_active_dims=3)
+
+
 def test_mig_errors():
     with pytest.raises(ValueError, match="at least two values"):
         metrics.mig(np.random.default_rng(0).normal(size=(10, 3)), np.zeros((10, 2), int))
@@ -568,7 +651,7 @@ def test_command_line_errors_are_one_line(tmp_path, arguments, message):
     command = [sys.executable, "metrics.py"] + [a.format(**runs) for a in arguments]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
+    assert result.returncode == 2, (result.returncode, result.stderr)  # as the training scripts
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("metrics.py: error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
