@@ -5,8 +5,9 @@ G(s), s = [z, c], with z ~ N(0, I) nuisance and c sampled from the aggregated po
 (encode a real batch, c = mu + exp(logvar / 2) * eps). The discriminator uses the
 non-saturating loss with an R1 penalty on real images; the generator adds
 distill_weight * NLL, the negative variational bound on I(c; G(s)) read off the frozen
-encoder (SPEC.md "Stage 2 objective"). Networks follow SPEC.md "Architectures" and the
-paper's tables A.3 - A.7; samples and checkpoints use an exponential moving average of G.
+encoder (the paper's Section 4, Eqs. (2) to (4)). Networks follow the paper's Tables A.3
+to A.7 and the authors' gan_training/models (dvae.py, resnet3.py); samples and checkpoints
+use an exponential moving average of G. IDGAN.train_step is the whole algorithm.
 Output layers are float32, so a mixed-precision policy leaves every loss in float32.
 """
 
@@ -17,7 +18,7 @@ from keras import layers, ops
 
 
 def _stages(res):
-    """Number of 2x resolution steps between 4 x 4 and res (SPEC "Architectures": n)."""
+    """Number of 2x resolution steps between 4 x 4 and res (Tables A.4 to A.7)."""
     if res < 32 or res & (res - 1):
         raise ValueError(f"res must be a power of two >= 32, got {res}.")
     return int(np.log2(res // 4))
@@ -134,7 +135,8 @@ class VDBSample(layers.Layer):
 
 
 def variational_bottleneck(h, noise, init="authors"):
-    """VDB (Table A.7, SPEC "VDB"): the map sampled from N(mean, std^2), and its KL to N(0, I).
+    """VDB (Table A.7; Peng et al. 2019): the map sampled from N(mean, std^2), and its KL
+    to N(0, I).
 
     noise is N(0, I) of the map's shape, supplied by the caller (IDGAN draws it from its
     seed generator, which its checkpoints save). The KL is summed over channels, averaged
@@ -176,7 +178,7 @@ def build_resnet_discriminator(res, nf=64, nf_max=512, channels=3, vdb=False, in
     return keras.Model(inputs, [logit] + outputs if vdb else logit, name="resnet_discriminator")
 
 
-# RMSprop as PyTorch defines it (SPEC.md "Optimisers as PyTorch defines them"). The authors
+# RMSprop as PyTorch defines it (README "Optimisers and initialisation"). The authors
 # use torch.optim.RMSprop(lr, alpha=0.99, eps=1e-8) for G and D (gan_training/config.py):
 #   v <- alpha v + (1 - alpha) g^2  (v starts at 0),   w <- w - lr g / (sqrt(v) + eps).
 # keras.optimizers.RMSprop divides by sqrt(v + eps) instead: with eps 1e-8 that acts like
@@ -211,7 +213,7 @@ def rmsprop(learning_rate):
     return TorchRMSprop(learning_rate, rho=0.99, epsilon=1e-8)
 
 
-# The pieces of the stage-2 objective (SPEC.md "Stage 2 objective").
+# The pieces of the stage-2 objective (Section 4), used by IDGAN.train_step.
 
 
 def encoder_view(images, encoder_size):
@@ -226,7 +228,7 @@ def encoder_view(images, encoder_size):
     return tf.image.resize(images, encoder_size, "bilinear", antialias=True)
 
 
-def _logits(outputs):
+def logits(outputs):
     """The discriminator's logit per example (a VDB discriminator also returns its KL)."""
     logit = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
     return logit[:, 0]
@@ -247,7 +249,7 @@ def r1_penalty(discriminator, images, vdb_noise=None):
             outputs = discriminator(inputs, training=True)
         else:
             outputs = discriminator(images)
-        logit_sum = ops.sum(_logits(outputs))
+        logit_sum = ops.sum(logits(outputs))
     grads = tape.gradient(logit_sum, images)
     return outputs, ops.sum(ops.square(grads), axis=(1, 2, 3))
 
@@ -276,18 +278,16 @@ class IDGAN(keras.Model):
     """Stage 2 of ID-GAN. `fit` it on real images in [0, 1] at the GAN's resolution.
 
     encoder=None with c_dim=0 is the plain GAN baseline; distill_weight=0 is the paper's
-    "w/o distill" ablation. r1_weight multiplies ||grad||^2 with no 1/2 (the authors'
-    reg_param; gamma = 2 * r1_weight in Mescheder et al.'s notation). vdb_target switches
-    on the VDB dual update (the discriminator must then be build_resnet_discriminator(...,
-    vdb=True): [image, noise] -> [logit, kl]; the model draws the noise from its own seed
-    generator, so a restored checkpoint continues the same noise stream).
-    freeze_encoder=False leaves the encoder trainable, for subclasses that train it
-    (benchmarks/baselines.py: InfoGAN's Q, the end-to-end ID-GAN); IDGAN itself never does.
+    "w/o distill" ablation (Table 3). r1_weight multiplies ||grad||^2 with no 1/2 (the
+    authors' reg_param; gamma = 2 * r1_weight in Mescheder et al.'s notation). vdb_target
+    switches on the VDB's dual update (the discriminator must then be
+    build_resnet_discriminator(..., vdb=True): [image, noise] -> [logit, kl]; the model
+    draws the noise from its own seed generator, so a restored checkpoint continues it).
     """
 
     def __init__(self, generator, discriminator, encoder=None, *, nuisance_dim, c_dim,
                  distill_weight=1e-4, r1_weight=10.0, ema_decay=0.999, vdb_target=None,
-                 vdb_beta=0.1, vdb_step=1e-5, seed=None, freeze_encoder=True, **kwargs):
+                 vdb_beta=0.1, vdb_step=1e-5, seed=None, **kwargs):
         super().__init__(**kwargs)
         z_shape, c_shape = (tuple(t.shape[1:]) for t in generator.inputs)
         if (z_shape, c_shape) != ((nuisance_dim,), (c_dim,)):
@@ -303,22 +303,16 @@ class IDGAN(keras.Model):
             if encoder.input_shape[-1] != generator.output_shape[-1]:
                 raise ValueError(f"The encoder takes {encoder.input_shape[-1]} channels "
                                  f"but the generator makes {generator.output_shape[-1]}.")
-            encoder.trainable = not freeze_encoder
+            encoder.trainable = False  # frozen: stage 1's disentangled factors stay as learnt
         if (vdb_target is not None) != isinstance(discriminator.output_shape, list):
             raise ValueError("Pass vdb_target exactly when the discriminator is built "
                              "with vdb=True (it then returns [logit, kl]).")
-        self.generator = generator
-        self.discriminator = discriminator
-        self.encoder = encoder
+        self.generator, self.discriminator, self.encoder = generator, discriminator, encoder
         self.generator_ema = keras.models.clone_model(generator)
         self.generator_ema.set_weights(generator.get_weights())
-        self.nuisance_dim = nuisance_dim
-        self.c_dim = c_dim
-        self.distill_weight = distill_weight
-        self.r1_weight = r1_weight
-        self.ema_decay = ema_decay
-        self.vdb_target = vdb_target
-        self.vdb_step = vdb_step
+        self.nuisance_dim, self.c_dim = nuisance_dim, c_dim
+        self.distill_weight, self.r1_weight, self.ema_decay = distill_weight, r1_weight, ema_decay
+        self.vdb_target, self.vdb_step = vdb_target, vdb_step
         if vdb_target is not None:
             self.vdb_beta = keras.Variable(vdb_beta, trainable=False, name="vdb_beta")
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -334,21 +328,63 @@ class IDGAN(keras.Model):
         return list(self.trackers.values())
 
     def compile(self, g_optimizer, d_optimizer, **kwargs):
-        """Sets both optimizers (SPEC: PyTorch's RMSprop, `rmsprop(lr)`) and builds them.
-
-        kwargs go to keras.Model.compile (e.g. jit_compile, steps_per_execution).
-        """
+        """Both optimizers (the authors': PyTorch's RMSprop, `rmsprop(lr)`), built now so that
+        load_weights restores their slots. kwargs go to keras.Model.compile (jit_compile,
+        steps_per_execution)."""
         super().compile(optimizer=None, **kwargs)
-        self.g_optimizer = g_optimizer
-        self.d_optimizer = d_optimizer
-        self.build_optimizers()
-
-    def build_optimizers(self):
-        """Creates the optimizers' slots, so load_weights restores them (it skips unbuilt ones)."""
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.g_optimizer.build(self.generator.trainable_variables)
-        self.d_optimizer.build(self.d_weights)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
 
-    def _normal(self, shape, sample=keras.random.normal):
+    def train_step(self, data):
+        real, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        batch = ops.shape(real)[0]
+        # c ~ q(c), the aggregated posterior: encode the real batch and sample (Section 4).
+        # As in the authors' gan_training/train.py, both steps share c, each with its own z.
+        c = ops.zeros((batch, 0))
+        if self.encoder is not None:
+            mu, logvar = ops.split(self.encode(real), 2, axis=-1)
+            c = mu + ops.exp(logvar / 2.0) * self.normal(ops.shape(mu))
+
+        # D: the non-saturating loss, + r1 * ||grad_x D(x)||^2 on real images (R1), + the
+        # VDB's beta * KL when it has one.
+        fake = self.generator([self.normal((batch, self.nuisance_dim)), c], training=True)
+        with tf.GradientTape() as tape:
+            real_outputs, r1 = r1_penalty(self.discriminate, real * 2.0 - 1.0)
+            fake_outputs = self.discriminate(fake)
+            d_adversarial = (ops.softplus(-logits(real_outputs))
+                             + ops.softplus(logits(fake_outputs)))
+            d_loss = d_adversarial + self.r1_weight * r1
+            if self.vdb_target is not None:
+                kl = (real_outputs[1] + fake_outputs[1]) / 2.0
+                d_loss += self.vdb_beta * kl
+            # Divide by the *global* batch: MirroredStrategy sums gradients over replicas.
+            d_loss = tf.nn.compute_average_loss(d_loss)
+        d_weights = self.discriminator.trainable_weights
+        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_weights), d_weights))
+        values = dict(d_loss=d_adversarial, r1=r1)
+        if self.vdb_target is not None:
+            values.update(self.update_vdb_beta(kl))
+
+        # G: fool D, and let the frozen encoder read c back from G(z, c): distill_weight *
+        # the NLL of c under q(c | G(z, c)): -R_ID of Eq. (4) (the paper's L_I) up to H(c).
+        with tf.GradientTape() as tape:
+            fake = self.generator([self.normal((batch, self.nuisance_dim)), c], training=True)
+            g_adversarial = ops.softplus(-logits(self.discriminate(fake)))
+            g_loss = g_adversarial
+            if self.encoder is not None:
+                nll = gaussian_nll(c, self.encode((fake + 1.0) / 2.0))  # G's [-1, 1] -> [0, 1]
+                g_loss = g_adversarial + self.distill_weight * nll
+                values["distill_nll"] = nll
+            g_loss = tf.nn.compute_average_loss(g_loss)
+        g_weights = self.generator.trainable_weights
+        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_weights), g_weights))
+        values["g_loss"] = g_adversarial
+
+        self.update_ema()
+        return self.track(values)
+
+    def normal(self, shape, sample=keras.random.normal):
         """N(0, I) (or keras.random's `sample`) for this replica's rows of the global batch:
         each replica draws the global batch's and keeps its rows, so the replica count (GPUs,
         workers) does not matter."""
@@ -358,97 +394,28 @@ class IDGAN(keras.Model):
                        seed=self.seed_generator)
         return noise[context.replica_id_in_sync_group * rows:][:rows]
 
-    def _vdb_noise(self, batch):
-        """The VDB's N(0, I) for `batch` images, or None without a VDB. Drawn from the model's
-        seed generator, whose state the checkpoints keep, so a resumed run draws on."""
-        if self.vdb_target is None:
-            return None
-        return self._normal((batch, *self.discriminator.inputs[1].shape[1:]))
-
-    def _encode(self, images):
-        """The encoder's [mu, logvar] for images in [0, 1]."""
+    def encode(self, images):
+        """The frozen encoder's [mu, logvar] for images in [0, 1] at the GAN's resolution."""
         view = encoder_view(images, self.encoder.input_shape[1:3])
         return self.encoder(view, training=False)
 
-    # The train step in pieces, which the comparison systems (benchmarks/baselines.py)
-    # override or reuse: sample_codes, discriminate, the two extra-loss hooks, the two steps.
+    def discriminate(self, images):
+        """D's outputs on images in [-1, 1] in training mode, with fresh VDB noise if any."""
+        if self.vdb_target is None:
+            return self.discriminator(images, training=True)
+        noise = self.normal((ops.shape(images)[0], *self.discriminator.inputs[1].shape[1:]))
+        return self.discriminator([images, noise], training=True)
 
-    def sample_codes(self, real):
-        """c ~ q(c): encode the real batch and sample (SPEC "The two stages")."""
-        if self.encoder is None:
-            return ops.zeros((ops.shape(real)[0], 0))
-        mu, logvar = ops.split(self._encode(real), 2, axis=-1)
-        return mu + ops.exp(logvar / 2.0) * self._normal(ops.shape(mu))
-
-    def discriminate(self, images, c):
-        """D's outputs on images in [-1, 1], training mode, fresh VDB noise (c: for the cGAN)."""
-        noise = self._vdb_noise(ops.shape(images)[0])
-        inputs = images if noise is None else [images, noise]
-        return self.discriminator(inputs, training=True)
-
-    def discriminator_extra_loss(self, fake, c, fake_outputs):
-        """Per-example loss added to D's (none here; InfoGAN's Q NLL) and values to track."""
-        return 0.0, {}
-
-    def generator_extra_loss(self, fake, c, fake_outputs):
-        """Per-example loss added to G's: distill_weight * NLL(c | encoder(G(s)))."""
-        if self.encoder is None:
-            return 0.0, {}
-        nll = gaussian_nll(c, self._encode((fake + 1.0) / 2.0))
-        return self.distill_weight * nll, {"distill_nll": nll}
-
-    @property
-    def d_weights(self):  # what the D step trains
-        return self.discriminator.trainable_weights
-
-    def generator_loss(self, c):
-        """G's loss divided by the global batch, softplus(-D(G(s))) + the extra loss, and
-        values to track. Call it inside the tape that differentiates it."""
-        fake = self.generator([self._normal((ops.shape(c)[0], self.nuisance_dim)), c],
-                              training=True)
-        fake_outputs = self.discriminate(fake, c)
-        adversarial = ops.softplus(-_logits(fake_outputs))
-        extra, values = self.generator_extra_loss(fake, c, fake_outputs)
-        return tf.nn.compute_average_loss(adversarial + extra), dict(values, g_loss=adversarial)
-
-    def discriminator_step(self, real, c):
-        """One D update: non-saturating loss + r1 * ||grad_x D(x_real)||^2 (+ the VDB term,
-        then the VDB's dual update, + the extra loss). Returns the values to track."""
-        batch = ops.shape(real)[0]
-        fake = self.generator([self._normal((batch, self.nuisance_dim)), c], training=True)
-        with tf.GradientTape() as tape:
-            real_outputs, r1 = r1_penalty(lambda x: self.discriminate(x, c), real * 2.0 - 1.0)
-            fake_outputs = self.discriminate(fake, c)
-            adversarial = ops.softplus(-_logits(real_outputs)) + ops.softplus(
-                _logits(fake_outputs))
-            d_loss = adversarial + self.r1_weight * r1
-            if self.vdb_target is not None:  # beta * (KL_real + KL_fake) / 2
-                kl = (real_outputs[1] + fake_outputs[1]) / 2.0
-                d_loss += self.vdb_beta * kl
-            extra, values = self.discriminator_extra_loss(fake, c, fake_outputs)
-            d_loss = tf.nn.compute_average_loss(d_loss + extra)
-        weights = self.d_weights
-        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, weights), weights))
-        values.update(d_loss=adversarial, r1=r1)
-
-        if self.vdb_target is not None:  # dual ascent: beta <- max(0, beta + step (KL - target))
-            mean_kl = tf.distribute.get_replica_context().all_reduce(
-                "sum", tf.nn.compute_average_loss(kl))
-            beta = ops.maximum(0.0, self.vdb_beta + self.vdb_step * (mean_kl - self.vdb_target))
-            _assign_synchronized([self.vdb_beta], [beta])
-            values.update(vdb_kl=kl, vdb_beta=self.vdb_beta)
-        return values
-
-    def generator_step(self, c):
-        """One G update on generator_loss. Returns the values to track."""
-        with tf.GradientTape() as tape:
-            g_loss, values = self.generator_loss(c)
-        weights = self.generator.trainable_weights
-        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights))
-        return values
+    def update_vdb_beta(self, kl):
+        """The VDB's dual ascent, beta <- max(0, beta + vdb_step * (E[KL] - vdb_target))."""
+        mean_kl = tf.distribute.get_replica_context().all_reduce(
+            "sum", tf.nn.compute_average_loss(kl))
+        beta = ops.maximum(0.0, self.vdb_beta + self.vdb_step * (mean_kl - self.vdb_target))
+        _assign_synchronized([self.vdb_beta], [beta])
+        return dict(vdb_kl=kl, vdb_beta=self.vdb_beta)
 
     def update_ema(self):
-        """Exponential moving average of the generator's weights (SPEC, decay 0.999)."""
+        """The exponential moving average of the generator's weights (decay ema_decay)."""
         ema, weights = self.generator_ema.weights, self.generator.weights
         _assign_synchronized(
             ema, [self.ema_decay * a + (1.0 - self.ema_decay) * w for a, w in zip(ema, weights)])
@@ -458,12 +425,3 @@ class IDGAN(keras.Model):
         for name, value in values.items():
             self.trackers[name].update_state(ops.mean(value))
         return {name: tracker.result() for name, tracker in self.trackers.items()}
-
-    def train_step(self, data):
-        real, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        # As in the authors' code, both steps use one c, each with its own z.
-        c = self.sample_codes(real)
-        values = self.discriminator_step(real, c)
-        values.update(self.generator_step(c))
-        self.update_ema()
-        return self.track(values)

@@ -2,8 +2,9 @@
 
 The encoder q(c|x) learned here is frozen and handed to stage 2 (`idgan.py`) as a plain
 Keras model: images in [0, 1] in, one tensor concat([mu, logvar]) of width 2 * c_dim out.
-Equations and settings follow ../shared/SPEC.md ("Stage 1 objectives") and the paper's
-Table A.2. This file needs only TensorFlow and Keras: copy it alone if you like.
+The objectives are the paper's Eq. (1) (beta-VAE) and Kim & Mnih (2018) (FactorVAE), the
+networks its Table A.2, the settings the authors' (1Konny/idgan gan_training/dvae,
+1Konny/FactorVAE). This file needs only TensorFlow and Keras: copy it alone if you like.
 """
 import math
 
@@ -161,20 +162,15 @@ class BetaVAE(keras.Model):
         mu, _ = split_stats(self.encoder(images))
         return ops.sigmoid(self.decoder(mu))
 
-    def elbo_terms(self, images, return_logits=False):
-        """Per-example reconstruction loss and KL, and the sampled codes (and with
-        return_logits, the decoder's logits of the reconstructions)."""
-        mu, logvar = split_stats(self.encoder(images, training=True))
-        codes = sample_codes(mu, logvar, self.seed_generator)
-        logits = self.decoder(codes, training=True)
-        terms = reconstruction_loss(images, logits, self.likelihood), kl_divergence(mu, logvar), codes
-        return terms + (logits,) if return_logits else terms
-
     def train_step(self, data):
         images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
-            reconstruction, kl, _ = self.elbo_terms(images)
-            loss = reconstruction + self.beta * kl
+            mu, logvar = split_stats(self.encoder(images, training=True))
+            codes = sample_codes(mu, logvar, self.seed_generator)
+            logits = self.decoder(codes, training=True)
+            reconstruction = reconstruction_loss(images, logits, self.likelihood)
+            kl = kl_divergence(mu, logvar)
+            loss = reconstruction + self.beta * kl  # the negative of Eq. (1)
             # Divide by the *global* batch: MirroredStrategy sums gradients over replicas.
             scaled_loss = tf.nn.compute_average_loss(loss)
         grads = tape.gradient(scaled_loss, self.vae_weights)
@@ -187,17 +183,9 @@ class BetaVAE(keras.Model):
             trackers[name].update_state(value)
         return {m.name: m.result() for m in self.metrics}
 
-    def compile(self, optimizer, discriminator_optimizer=None, **kwargs):
-        """optimizer: the VAE's (adam); discriminator_optimizer: that of a subclass's
-        self.discriminator (FactorVAE's tc_optimizer; VAE-GAN in benchmarks/baselines.py)."""
-        super().compile(optimizer=optimizer, **kwargs)
-        self.discriminator_optimizer = discriminator_optimizer
-
     def build_optimizers(self):
-        """Create optimizer slots now, so restored checkpoints fill them (see README)."""
+        """Create the optimizer's slots now, so restored checkpoints fill them."""
         self.optimizer.build(self.vae_weights)
-        if self.discriminator_optimizer is not None:
-            self.discriminator_optimizer.build(self.discriminator.trainable_weights)
 
 
 # ---------------------------------------------------------------------------------------
@@ -224,13 +212,26 @@ class FactorVAE(BetaVAE):
     def metrics(self):
         return super().metrics + [self.tc_tracker, self.discriminator_tracker]
 
+    def compile(self, optimizer, discriminator_optimizer, **kwargs):
+        """optimizer: the VAE's (adam(lr)); discriminator_optimizer: D's (tc_optimizer())."""
+        super().compile(optimizer=optimizer, **kwargs)
+        self.discriminator_optimizer = discriminator_optimizer
+
+    def build_optimizers(self):
+        super().build_optimizers()
+        self.discriminator_optimizer.build(self.discriminator.trainable_weights)
+
     def train_step(self, data):
         """data = (vae_images, permuted_images): two independent batches of one size."""
         vae_images, permuted_images, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
-            reconstruction, kl, codes = self.elbo_terms(vae_images)
-            logits = self.discriminator(codes, training=False)
-            tc = logits[:, 0] - logits[:, 1]
+            mu, logvar = split_stats(self.encoder(vae_images, training=True))
+            codes = sample_codes(mu, logvar, self.seed_generator)
+            logits = self.decoder(codes, training=True)
+            reconstruction = reconstruction_loss(vae_images, logits, self.likelihood)
+            kl = kl_divergence(mu, logvar)
+            d_logits = self.discriminator(codes, training=False)
+            tc = d_logits[:, 0] - d_logits[:, 1]
             loss = reconstruction + kl + self.gamma * tc
             scaled_loss = tf.nn.compute_average_loss(loss)
         grads = tape.gradient(scaled_loss, self.vae_weights)
@@ -256,7 +257,7 @@ class FactorVAE(BetaVAE):
 
 
 # ---------------------------------------------------------------------------------------
-# Adam as PyTorch defines it (SPEC.md "Optimisers as PyTorch defines them"). The authors train
+# Adam as PyTorch defines it (README "Optimisers and initialisation"). The authors train
 # the VAE with torch.optim.Adam(lr, betas=(0.9, 0.999)), eps 1e-8 (gan_training/dvae/solver.py):
 #   m <- b1 m + (1 - b1) g,  v <- b2 v + (1 - b2) g^2,
 #   w <- w - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
@@ -303,11 +304,12 @@ class TorchAdam(keras.optimizers.Adam):
 
 
 def adam(learning_rate, beta_1=0.9, beta_2=0.999):
-    """torch.optim.Adam(lr, betas=(beta_1, beta_2), eps=1e-8); the VAE's optimiser (SPEC.md:
-    Adam lr 1e-4, (0.9, 0.999))."""
+    """torch.optim.Adam(lr, betas=(beta_1, beta_2), eps=1e-8): the VAE's optimiser, lr 1e-4
+    and betas (0.9, 0.999) in the authors' gan_training/dvae/solver.py."""
     return TorchAdam(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=1e-8)
 
 
 def tc_optimizer(learning_rate=1e-4):
-    """FactorVAE's D optimiser (SPEC.md): PyTorch's Adam, lr 1e-4, beta1 0.5, beta2 0.9."""
+    """FactorVAE's D optimiser (1Konny/FactorVAE solver.py): PyTorch's Adam, lr 1e-4,
+    beta1 0.5, beta2 0.9."""
     return adam(learning_rate, beta_1=0.5, beta_2=0.9)

@@ -6,13 +6,13 @@
     CGAN                Table 3         CGAN(IDGAN): a projection discriminator, no distillation
     train_oracle_encoder  gap analysis  an encoder that knows the ground-truth factors
 
-Each reuses the networks, losses and train-step pieces of idgan.py and vae.py (IDGAN's
-sample_codes / discriminate / *_extra_loss hooks and its discriminator_step, generator_loss
-and update_ema; BetaVAE's elbo_terms): nothing here is a second training loop. Losses are
-per example and divided by the *global* batch (tf.nn.compute_average_loss) and noise is drawn
-for the global batch, as in IDGAN and BetaVAE, so any tf.distribute strategy gives the same
-results. The command line is benchmarks/train_baseline.py; the paper's authors released
-none of these systems.
+Each reuses the networks, losses and pieces of idgan.py and vae.py, and writes its own
+whole train_step: the teaching files hold no hooks for them. The GAN systems share the two
+functions below, ID-GAN's D step and G loss for another discriminator (this file may repeat
+what idgan.py spells out; it is not teaching material). Losses are per example and divided
+by the *global* batch (tf.nn.compute_average_loss) and noise is drawn for the global batch,
+as in IDGAN and BetaVAE, so any tf.distribute strategy gives the same results. The command
+line is benchmarks/train_baseline.py; the paper's authors released none of these systems.
 """
 import os
 import sys
@@ -54,6 +54,43 @@ def decoder_as_generator(decoder):
     return keras.Model([z, c], image, name="decoder_generator")
 
 
+def discriminator_step(model, real, c, discriminate, weights, extra=None):
+    """IDGAN's D step (non-saturating loss + r1 * R1 on real images) for another D:
+    discriminate(images in [-1, 1]) -> outputs, the logit first; `weights` are what it
+    trains; extra(fake_outputs) -> (a per-example loss to add, values to track)."""
+    fake = model.generator([model.normal((ops.shape(real)[0], model.nuisance_dim)), c],
+                           training=True)
+    with tf.GradientTape() as tape:
+        real_outputs, r1 = idgan.r1_penalty(discriminate, real * 2.0 - 1.0)
+        fake_outputs = discriminate(fake)
+        adversarial = (ops.softplus(-idgan.logits(real_outputs))
+                       + ops.softplus(idgan.logits(fake_outputs)))
+        extra_loss, values = extra(fake_outputs) if extra else (0.0, {})
+        d_loss = tf.nn.compute_average_loss(adversarial + model.r1_weight * r1 + extra_loss)
+    model.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, weights), weights))
+    return dict(values, d_loss=adversarial, r1=r1)
+
+
+def generator_loss(model, c, discriminate, extra=None):
+    """IDGAN's G loss for another D, softplus(-D(G(z, c))) + extra(fake, fake_outputs)'s
+    loss, divided by the global batch, and the values to track. Call it inside a tape."""
+    fake = model.generator([model.normal((ops.shape(c)[0], model.nuisance_dim)), c],
+                           training=True)
+    outputs = discriminate(fake)
+    adversarial = ops.softplus(-idgan.logits(outputs))
+    extra_loss, values = extra(fake, outputs) if extra else (0.0, {})
+    return tf.nn.compute_average_loss(adversarial + extra_loss), dict(values, g_loss=adversarial)
+
+
+def generator_step(model, c, discriminate, extra=None):
+    """One G update on generator_loss; returns the values to track."""
+    with tf.GradientTape() as tape:
+        g_loss, values = generator_loss(model, c, discriminate, extra)
+    weights = model.generator.trainable_weights
+    model.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights))
+    return values
+
+
 # ---------------------------------------------------------------------------------------
 # InfoGAN (Chen et al. 2016): c ~ a fixed prior, and a Q network sharing D's trunk that
 # predicts a Gaussian N(mu, exp(logvar)) over c from an image; info_weight * NLL(c | Q(G(s)))
@@ -84,32 +121,40 @@ class InfoGAN(idgan.IDGAN):
         logit_only = keras.Model(discriminator.input, discriminator.outputs[0])
         q_network = keras.Model(discriminator.input, discriminator.outputs[1], name="q_network")
         super().__init__(generator, logit_only, image_encoder(q_network), nuisance_dim=nuisance_dim,
-                         c_dim=c_dim, distill_weight=info_weight, freeze_encoder=False, **kwargs)
+                         c_dim=c_dim, distill_weight=info_weight, **kwargs)
+        self.encoder.trainable = True  # Q is trained (IDGAN froze it)
         self.discriminator_and_q = discriminator
         self.info_weight = info_weight
         self.code_prior = code_prior
         del self.trackers["distill_nll"]
         self.trackers["info_nll"] = keras.metrics.Mean(name="info_nll")
 
-    @property
-    def d_weights(self):
-        return self.discriminator_and_q.trainable_weights  # D's and Q's heads, shared trunk
+    def compile(self, g_optimizer, d_optimizer, **kwargs):
+        keras.Model.compile(self, optimizer=None, **kwargs)
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        g_optimizer.build(self.generator.trainable_variables)
+        d_optimizer.build(self.discriminator_and_q.trainable_variables)  # D, Q, shared trunk
 
-    def sample_codes(self, real):
+    def train_step(self, data):
+        real, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         shape = (ops.shape(real)[0], self.c_dim)
         if self.code_prior == "normal":
-            return self._normal(shape)
-        return 2.0 * self._normal(shape, keras.random.uniform) - 1.0
+            c = self.normal(shape)
+        else:
+            c = 2.0 * self.normal(shape, keras.random.uniform) - 1.0
+        discriminate = lambda images: self.discriminator_and_q(images, training=True)  # noqa: E731
 
-    def discriminate(self, images, c):
-        return self.discriminator_and_q(images, training=True)  # [logit, Q's stats]
+        def q_nll(fake, outputs):
+            """info_weight * NLL(c | Q(G(s))) per example: trains Q in D's step, G in G's."""
+            nll = idgan.gaussian_nll(c, outputs[1])
+            return self.info_weight * nll, {"info_nll": nll}
 
-    def discriminator_extra_loss(self, fake, c, fake_outputs):
-        """info_weight * NLL(c | Q(G(s))) per example: trains Q in D's step, G in G's."""
-        nll = idgan.gaussian_nll(c, fake_outputs[1])
-        return self.info_weight * nll, {"info_nll": nll}
-
-    generator_extra_loss = discriminator_extra_loss
+        values = discriminator_step(self, real, c, discriminate,
+                                    self.discriminator_and_q.trainable_weights,
+                                    lambda outputs: q_nll(None, outputs))
+        values.update(generator_step(self, c, discriminate, q_nll))
+        self.update_ema()
+        return self.track(values)
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,18 +178,23 @@ def build_projection_discriminator(discriminator, c_dim, init="authors"):
 
 
 class CGAN(idgan.IDGAN):
-    """IDGAN with build_projection_discriminator's D and distill_weight 0."""
+    """IDGAN's codes with build_projection_discriminator's D and no distillation term."""
 
     def __init__(self, generator, discriminator, encoder, *, nuisance_dim, c_dim, **kwargs):
         super().__init__(generator, discriminator, encoder, nuisance_dim=nuisance_dim,
                          c_dim=c_dim, distill_weight=0.0, **kwargs)
         del self.trackers["distill_nll"]
 
-    def discriminate(self, images, c):
-        return self.discriminator([images, c], training=True)
-
-    def generator_extra_loss(self, fake, c, fake_outputs):
-        return 0.0, {}
+    def train_step(self, data):
+        real, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        mu, logvar = ops.split(self.encode(real), 2, axis=-1)  # c ~ q(c), as IDGAN's
+        c = mu + ops.exp(logvar / 2.0) * self.normal(ops.shape(mu))
+        discriminate = lambda images: self.discriminator([images, c], training=True)  # noqa: E731
+        values = discriminator_step(self, real, c, discriminate,
+                                    self.discriminator.trainable_weights)
+        values.update(generator_step(self, c, discriminate))
+        self.update_ema()
+        return self.track(values)
 
 
 # ---------------------------------------------------------------------------------------
@@ -161,28 +211,37 @@ class EndToEndIDGAN(idgan.IDGAN):
     def __init__(self, generator, discriminator, encoder, decoder, *, nuisance_dim, c_dim,
                  beta=1.0, likelihood="bernoulli", seed=None, **kwargs):
         super().__init__(generator, discriminator, encoder, nuisance_dim=nuisance_dim,
-                         c_dim=c_dim, seed=seed, freeze_encoder=False, **kwargs)
+                         c_dim=c_dim, seed=seed, **kwargs)
+        encoder.trainable = True  # trained here (IDGAN froze it)
         self.vae = vae.BetaVAE(encoder, decoder, beta, likelihood,
                                seed=None if seed is None else seed + 1)
         for name in ("vae_loss", "reconstruction", "kl"):
             self.trackers[name] = keras.metrics.Mean(name=name)
 
     def compile(self, g_optimizer, d_optimizer, vae_optimizer, **kwargs):
-        self.vae_optimizer = vae_optimizer  # PyTorch's Adam: vae.adam(lr)
         super().compile(g_optimizer, d_optimizer, **kwargs)
-
-    def build_optimizers(self):
-        super().build_optimizers()
+        self.vae_optimizer = vae_optimizer  # PyTorch's Adam: vae.adam(lr)
         self.vae_optimizer.build(self.vae.vae_weights)
 
     def train_step(self, data):
         real, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        discriminate = lambda images: self.discriminator(images, training=True)  # noqa: E731
+
+        def distillation(fake, outputs):
+            nll = idgan.gaussian_nll(c, self.encode((fake + 1.0) / 2.0))
+            return self.distill_weight * nll, {"distill_nll": nll}
+
         with tf.GradientTape() as tape:
             view = idgan.encoder_view(real, self.encoder.input_shape[1:3])
-            reconstruction, kl, c = self.vae.elbo_terms(view)
+            mu, logvar = vae.split_stats(self.encoder(view, training=True))
+            c = vae.sample_codes(mu, logvar, self.vae.seed_generator)
+            logits = self.vae.decoder(c, training=True)
+            reconstruction = vae.reconstruction_loss(view, logits, self.vae.likelihood)
+            kl = vae.kl_divergence(mu, logvar)
             with tape.stop_recording():
-                values = self.discriminator_step(real, ops.stop_gradient(c))
-            g_loss, g_values = self.generator_loss(c)
+                values = discriminator_step(self, real, ops.stop_gradient(c), discriminate,
+                                            self.discriminator.trainable_weights)
+            g_loss, g_values = generator_loss(self, c, discriminate, distillation)
             vae_loss = reconstruction + self.vae.beta * kl
             loss = tf.nn.compute_average_loss(vae_loss) + g_loss
         g_weights, vae_weights = self.generator.trainable_weights, self.vae.vae_weights
@@ -222,12 +281,24 @@ class VAEGAN(vae.BetaVAE):
     def metrics(self):
         return super().metrics + self.gan_trackers
 
+    def compile(self, optimizer, discriminator_optimizer, **kwargs):
+        super().compile(optimizer=optimizer, **kwargs)
+        self.discriminator_optimizer = discriminator_optimizer
+
+    def build_optimizers(self):
+        super().build_optimizers()
+        self.discriminator_optimizer.build(self.discriminator.trainable_weights)
+
     def train_step(self, data):
         images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         batch = ops.shape(images)[0]
         prior = vae.replica_normal((batch, self.decoder.input_shape[-1]), self.seed_generator)
         with tf.GradientTape() as tape:
-            reconstruction, kl, _, logits = self.elbo_terms(images, return_logits=True)
+            mu, logvar = vae.split_stats(self.encoder(images, training=True))
+            logits = self.decoder(vae.sample_codes(mu, logvar, self.seed_generator),
+                                  training=True)
+            reconstruction = vae.reconstruction_loss(images, logits, self.likelihood)
+            kl = vae.kl_divergence(mu, logvar)
             fakes = ops.concatenate([logits, self.decoder(prior, training=True)], axis=0)
             fakes = ops.sigmoid(fakes) * 2.0 - 1.0  # reconstructions, then prior samples
             fake_logits = self.discriminator(fakes, training=True)[:, 0]
