@@ -57,7 +57,7 @@ def decoder_as_generator(decoder):
 def discriminator_step(model, real, c, discriminate, weights, extra=None):
     """IDGAN's D step (non-saturating loss + r1 * R1 on real images) for another D:
     discriminate(images in [-1, 1]) -> outputs, the logit first; `weights` are what it
-    trains; extra(fake_outputs) -> (a per-example loss to add, values to track)."""
+    trains; extra(c, fake, fake_outputs) -> (a per-example loss to add, values to track)."""
     fake = model.generator([model.normal((ops.shape(real)[0], model.nuisance_dim)), c],
                            training=True)
     with tf.GradientTape() as tape:
@@ -65,20 +65,20 @@ def discriminator_step(model, real, c, discriminate, weights, extra=None):
         fake_outputs = discriminate(fake)
         adversarial = (ops.softplus(-idgan.logits(real_outputs))
                        + ops.softplus(idgan.logits(fake_outputs)))
-        extra_loss, values = extra(fake_outputs) if extra else (0.0, {})
+        extra_loss, values = extra(c, fake, fake_outputs) if extra else (0.0, {})
         d_loss = tf.nn.compute_average_loss(adversarial + model.r1_weight * r1 + extra_loss)
     model.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, weights), weights))
     return dict(values, d_loss=adversarial, r1=r1)
 
 
 def generator_loss(model, c, discriminate, extra=None):
-    """IDGAN's G loss for another D, softplus(-D(G(z, c))) + extra(fake, fake_outputs)'s
+    """IDGAN's G loss for another D, softplus(-D(G(z, c))) + extra(c, fake, fake_outputs)'s
     loss, divided by the global batch, and the values to track. Call it inside a tape."""
     fake = model.generator([model.normal((ops.shape(c)[0], model.nuisance_dim)), c],
                            training=True)
     outputs = discriminate(fake)
     adversarial = ops.softplus(-idgan.logits(outputs))
-    extra_loss, values = extra(fake, outputs) if extra else (0.0, {})
+    extra_loss, values = extra(c, fake, outputs) if extra else (0.0, {})
     return tf.nn.compute_average_loss(adversarial + extra_loss), dict(values, g_loss=adversarial)
 
 
@@ -137,24 +137,26 @@ class InfoGAN(idgan.IDGAN):
 
     def train_step(self, data):
         real, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        shape = (ops.shape(real)[0], self.c_dim)
-        if self.code_prior == "normal":
-            c = self.normal(shape)
-        else:
-            c = 2.0 * self.normal(shape, keras.random.uniform) - 1.0
-        discriminate = lambda images: self.discriminator_and_q(images, training=True)  # noqa: E731
-
-        def q_nll(fake, outputs):
-            """info_weight * NLL(c | Q(G(s))) per example: trains Q in D's step, G in G's."""
-            nll = idgan.gaussian_nll(c, outputs[1])
-            return self.info_weight * nll, {"info_nll": nll}
-
-        values = discriminator_step(self, real, c, discriminate,
-                                    self.discriminator_and_q.trainable_weights,
-                                    lambda outputs: q_nll(None, outputs))
-        values.update(generator_step(self, c, discriminate, q_nll))
+        c = self.sample_codes(ops.shape(real)[0])
+        values = discriminator_step(self, real, c, self.discriminate,
+                                    self.discriminator_and_q.trainable_weights, self.info_loss)
+        values.update(generator_step(self, c, self.discriminate, self.info_loss))
         self.update_ema()
         return self.track(values)
+
+    def sample_codes(self, batch):
+        """c from the fixed prior: U(-1, 1) (Chen et al.) or N(0, I)."""
+        if self.code_prior == "normal":
+            return self.normal((batch, self.c_dim))
+        return 2.0 * self.normal((batch, self.c_dim), keras.random.uniform) - 1.0
+
+    def discriminate(self, images):
+        return self.discriminator_and_q(images, training=True)  # [logit, Q's stats]
+
+    def info_loss(self, c, fake, outputs):
+        """info_weight * NLL(c | Q(G(s))) per example: trains Q in D's step, G in G's."""
+        nll = idgan.gaussian_nll(c, outputs[1])
+        return self.info_weight * nll, {"info_nll": nll}
 
 
 # ---------------------------------------------------------------------------------------
@@ -225,12 +227,6 @@ class EndToEndIDGAN(idgan.IDGAN):
 
     def train_step(self, data):
         real, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        discriminate = lambda images: self.discriminator(images, training=True)  # noqa: E731
-
-        def distillation(fake, outputs):
-            nll = idgan.gaussian_nll(c, self.encode((fake + 1.0) / 2.0))
-            return self.distill_weight * nll, {"distill_nll": nll}
-
         with tf.GradientTape() as tape:
             view = idgan.encoder_view(real, self.encoder.input_shape[1:3])
             mu, logvar = vae.split_stats(self.encoder(view, training=True))
@@ -239,9 +235,9 @@ class EndToEndIDGAN(idgan.IDGAN):
             reconstruction = vae.reconstruction_loss(view, logits, self.vae.likelihood)
             kl = vae.kl_divergence(mu, logvar)
             with tape.stop_recording():
-                values = discriminator_step(self, real, ops.stop_gradient(c), discriminate,
+                values = discriminator_step(self, real, ops.stop_gradient(c), self.discriminate,
                                             self.discriminator.trainable_weights)
-            g_loss, g_values = generator_loss(self, c, discriminate, distillation)
+            g_loss, g_values = generator_loss(self, c, self.discriminate, self.distillation)
             vae_loss = reconstruction + self.vae.beta * kl
             loss = tf.nn.compute_average_loss(vae_loss) + g_loss
         g_weights, vae_weights = self.generator.trainable_weights, self.vae.vae_weights
@@ -251,6 +247,11 @@ class EndToEndIDGAN(idgan.IDGAN):
         self.update_ema()
         values.update(g_values, vae_loss=vae_loss, reconstruction=reconstruction, kl=kl)
         return self.track(values)
+
+    def distillation(self, c, fake, outputs):
+        """ID-GAN's distill_weight * NLL(c | E(G(s))) per example; here E is trained too."""
+        nll = idgan.gaussian_nll(c, self.encode((fake + 1.0) / 2.0))
+        return self.distill_weight * nll, {"distill_nll": nll}
 
 
 # ---------------------------------------------------------------------------------------

@@ -56,23 +56,23 @@ def test_infogan_q_nll_matches_numpy(infogan):
     rng = np.random.default_rng(0)
     fake = rng.uniform(-1, 1, (5, RES, RES, 1)).astype("float32")
     c = rng.uniform(-1, 1, (5, C_DIM)).astype("float32")
-    outputs = infogan.discriminate(fake, c)
-    loss, values = infogan.discriminator_extra_loss(fake, c, outputs)
+    outputs = infogan.discriminate(fake)
+    loss, values = infogan.info_loss(c, fake, outputs)
     stats = np.asarray(infogan.encoder((fake + 1) / 2))  # Q as saved: images in [0, 1]
     np.testing.assert_allclose(np.asarray(outputs[1]), stats, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(values["info_nll"]), gaussian_nll(c, stats), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(loss), 2.0 * gaussian_nll(c, stats), rtol=1e-5)
     assert infogan.encoder.output_shape == (None, 2 * C_DIM)
     # Q is trained with D (its head is among D's weights); the info term also reaches G.
-    assert any("q_mu_logvar" in w.path for w in infogan.d_weights)
+    assert any("q_mu_logvar" in w.path for w in infogan.discriminator_and_q.trainable_weights)
     with tf.GradientTape() as tape:
-        loss, _ = infogan.generator_extra_loss(None, c, infogan.discriminate(
-            infogan.generator([np.zeros((5, 0), "float32"), c]), c))
+        fake = infogan.generator([np.zeros((5, 0), "float32"), c])
+        loss, _ = infogan.info_loss(c, fake, infogan.discriminate(fake))
         loss = tf.reduce_mean(loss)
     grads = tape.gradient(loss, infogan.generator.trainable_weights)
     assert all(g is not None for g in grads) and max(float(tf.reduce_max(tf.abs(g)))
                                                      for g in grads) > 0
-    codes = np.asarray(infogan.sample_codes(np.zeros((4000, RES, RES, 1), "float32")))
+    codes = np.asarray(infogan.sample_codes(4000))
     assert codes.shape == (4000, C_DIM) and np.abs(codes).max() <= 1.0  # U(-1, 1)
     np.testing.assert_allclose(codes.var(axis=0), 1 / 3, rtol=0.1)
 
@@ -213,7 +213,7 @@ def test_end_to_end_trains_the_encoder_and_id_gan_does_not(sprites):
     # The distillation term alone (c held fixed) has a gradient for the encoder.
     c = tf.constant(np.random.default_rng(6).normal(size=(4, C_DIM)), tf.float32)
     with tf.GradientTape() as tape:
-        loss, values = model.generator_loss(c)
+        loss, values = baselines.generator_loss(model, c, model.discriminate, model.distillation)
     grads = tape.gradient(loss, encoder.trainable_weights)
     assert "distill_nll" in values and encoder.trainable_weights
     assert all(g is not None for g in grads) and max(float(tf.reduce_max(tf.abs(g)))
