@@ -9,8 +9,13 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import types  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from keras import layers  # noqa: E402
 
 _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
@@ -47,3 +52,69 @@ def run_config(stage1_flags, tmp_path):
         config.update(changes)
         return config
     return make
+
+
+# Small stage-2 builders shared by test_idgan.py and test_speed_options.py (the `stage2`
+# fixture below hands them out).
+
+
+def sgd():
+    # Plain SGD keeps a gradient's scale visible in the update (RMSprop's first step is
+    # about lr * 10 * sign(g), blind to a wrong loss scaling across replicas).
+    return keras.optimizers.SGD(0.05)
+
+
+def tiny_encoder(c_dim, res=16, channels=3, logvar_bias=None):
+    """A small Table A.2-shaped encoder: [0, 1] images -> concat([mu, logvar]).
+
+    With logvar_bias the logvar head is that constant (zero kernel).
+    """
+    image = keras.Input((res, res, channels))
+    h = layers.Conv2D(4, 4, 2, "same", activation="relu")(image)
+    h = layers.Flatten()(layers.Conv2D(4, 4, 2, "same", activation="relu")(h))
+    if logvar_bias is None:
+        return keras.Model(image, layers.Dense(2 * c_dim)(h))
+    mu = layers.Dense(c_dim)(h)
+    logvar = layers.Dense(c_dim, kernel_initializer="zeros",
+                          bias_initializer=keras.initializers.Constant(logvar_bias))(h)
+    return keras.Model(image, layers.Concatenate()([mu, logvar]))
+
+
+def tiny_resnets(c_dim, nuisance_dim, res=32, vdb=False):
+    import idgan
+
+    return (idgan.build_resnet_generator(c_dim, nuisance_dim, res, nf=4, nf_max=8),
+            idgan.build_resnet_discriminator(res, nf=4, nf_max=8, vdb=vdb))
+
+
+def images(n, res=32, channels=3, seed=0):
+    return np.random.default_rng(seed).random((n, res, res, channels), dtype=np.float32)
+
+
+def dataset(x, batch):
+    return tf.data.Dataset.from_tensor_slices(x).batch(batch)
+
+
+def build_replica_model(c_dim=2, vdb=False):
+    """No randomness that matters: no nuisance, and a logvar head at -60 makes
+    c = mu + exp(-30) * eps equal mu in float32. distill_weight = exp(-60) keeps the
+    NLL's gradient O(1) despite its 1 / exp(logvar). With vdb, the VDB's noise is drawn
+    for the global batch, so it matters but is the same on any number of replicas."""
+    import idgan
+
+    generator, discriminator = tiny_resnets(c_dim, 0, vdb=vdb)
+    encoder = tiny_encoder(c_dim, logvar_bias=-60.0)
+    model = idgan.IDGAN(generator, discriminator, encoder, nuisance_dim=0, c_dim=c_dim,
+                        distill_weight=float(np.exp(-60.0)), ema_decay=0.5,
+                        vdb_target=0.1 if vdb else None, seed=4)
+    model.compile(sgd(), sgd())
+    return model
+
+
+@pytest.fixture(scope="session")
+def stage2():
+    """stage2.images(n), .dataset(x, batch), .tiny_encoder(...), .tiny_resnets(...),
+    .build_replica_model(...), .sgd(): small stage-2 pieces."""
+    return types.SimpleNamespace(sgd=sgd, tiny_encoder=tiny_encoder, tiny_resnets=tiny_resnets,
+                                 images=images, dataset=dataset,
+                                 build_replica_model=build_replica_model)

@@ -15,51 +15,13 @@ import idgan
 RESOLUTIONS = [32, 64, 128, 256, 512, 1024]
 
 
-def sgd():
-    # Plain SGD keeps a gradient's scale visible in the update (RMSprop's first step is
-    # about lr * 10 * sign(g), blind to a wrong loss scaling across replicas).
-    return keras.optimizers.SGD(0.05)
-
-
-rmsprop = idgan.rmsprop
-
-
-def tiny_encoder(c_dim, res=16, channels=3, logvar_bias=None):
-    """A small Table A.2-shaped encoder: [0, 1] images -> concat([mu, logvar]).
-
-    With logvar_bias the logvar head is that constant (zero kernel).
-    """
-    image = keras.Input((res, res, channels))
-    h = layers.Conv2D(4, 4, 2, "same", activation="relu")(image)
-    h = layers.Flatten()(layers.Conv2D(4, 4, 2, "same", activation="relu")(h))
-    if logvar_bias is None:
-        return keras.Model(image, layers.Dense(2 * c_dim)(h))
-    mu = layers.Dense(c_dim)(h)
-    logvar = layers.Dense(c_dim, kernel_initializer="zeros",
-                          bias_initializer=keras.initializers.Constant(logvar_bias))(h)
-    return keras.Model(image, layers.Concatenate()([mu, logvar]))
-
-
-def tiny_resnets(c_dim, nuisance_dim, res=32, vdb=False):
-    return (idgan.build_resnet_generator(c_dim, nuisance_dim, res, nf=4, nf_max=8),
-            idgan.build_resnet_discriminator(res, nf=4, nf_max=8, vdb=vdb))
-
-
-def images(n, res=32, channels=3, seed=0):
-    return np.random.default_rng(seed).random((n, res, res, channels), dtype=np.float32)
-
-
-def dataset(x, batch):
-    return tf.data.Dataset.from_tensor_slices(x).batch(batch)
-
-
 # Networks.
 
 
 @pytest.mark.parametrize("res", RESOLUTIONS)
-def test_resnet_shapes(res):
-    generator, discriminator = tiny_resnets(3, 2, res)
-    _, vdb_discriminator = tiny_resnets(3, 2, res, vdb=True)
+def test_resnet_shapes(res, stage2):
+    generator, discriminator = stage2.tiny_resnets(3, 2, res)
+    _, vdb_discriminator = stage2.tiny_resnets(3, 2, res, vdb=True)
     fake = generator([np.zeros((1, 2), "float32"), np.ones((1, 3), "float32")])
     assert fake.shape == (1, res, res, 3)
     assert np.all(np.abs(fake) <= 1.0)
@@ -97,7 +59,7 @@ def block(fin, fout):
     return conv(3, fin, hidden) + conv(3, hidden, fout) + shortcut
 
 
-def test_paper_parameter_counts():
+def test_paper_parameter_counts(stage2):
     # Table A.4 / the authors' resnet3.py at 64 px, nf=64, nf_max=512, c_dim 20, z 256.
     generator = (dense(256 + 20, 4 * 4 * 512) + block(512, 512) + block(512, 256)
                  + block(256, 128) + block(128, 64) + block(64, 64) + conv(3, 64, 3))
@@ -115,27 +77,27 @@ def test_paper_parameter_counts():
     assert idgan.build_conv_discriminator(64, 1).count_params() == discriminator
     # VDB (Table A.7) adds two 1x1 convs (mean, log-std) at the last map's width.
     width = 8
-    _, plain = tiny_resnets(1, 1, 64)
-    _, vdb = tiny_resnets(1, 1, 64, vdb=True)
+    _, plain = stage2.tiny_resnets(1, 1, 64)
+    _, vdb = stage2.tiny_resnets(1, 1, 64, vdb=True)
     assert vdb.count_params() - plain.count_params() == 2 * conv(1, width, width)
 
 
-def test_vdb_kl_matches_closed_form():
-    _, discriminator = tiny_resnets(1, 1, 32, vdb=True)
+def test_vdb_kl_matches_closed_form(stage2):
+    _, discriminator = stage2.tiny_resnets(1, 1, 32, vdb=True)
     probe = keras.Model(discriminator.input, [discriminator.get_layer("vdb_mean").output,
                                               discriminator.get_layer("vdb_logstd").output,
                                               discriminator.output[1]])
-    mean, logstd, kl = (np.asarray(t, np.float64) for t in probe([images(3) * 2 - 1, None]))
+    mean, logstd, kl = (np.asarray(t, np.float64) for t in probe([stage2.images(3) * 2 - 1, None]))
     width = mean.shape[-1]
     expected = (-logstd + (np.exp(2 * logstd) + mean**2) / 2).sum(-1) - width / 2
     np.testing.assert_allclose(kl, expected.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
 
 
-def test_vdb_samples_only_when_training():
-    _, discriminator = tiny_resnets(1, 1, 32, vdb=True)
+def test_vdb_samples_only_when_training(stage2):
+    _, discriminator = stage2.tiny_resnets(1, 1, 32, vdb=True)
     names = ("vdb_mean", "vdb_logstd", "vdb_sample")
     probe = keras.Model(discriminator.inputs, [discriminator.get_layer(n).output for n in names])
-    x, noise = images(3) * 2 - 1, np.random.default_rng(2).normal(size=(3, 4, 4, 8))
+    x, noise = stage2.images(3) * 2 - 1, np.random.default_rng(2).normal(size=(3, 4, 4, 8))
     mean, logstd, sample = (np.asarray(t) for t in probe([x, noise], training=True))
     np.testing.assert_allclose(sample, mean + np.exp(logstd) * noise, rtol=1e-5, atol=1e-6)
     for inputs, training in [([x, noise], False), ([x, None], True), ([x, None], False)]:
@@ -202,13 +164,13 @@ def test_resnets_authors_init_is_pytorchs_default():
 # Pieces of the objective.
 
 
-def test_r1_matches_linear_closed_form():
+def test_r1_matches_linear_closed_form(stage2):
     # D(x) = <w, x> + b has grad_x D = w, so the penalty is ||w||^2 for every example,
     # and its gradient with respect to w is 2 w (double backprop through the inner tape).
     image = keras.Input((8, 8, 2))
     linear = layers.Dense(1, kernel_initializer="random_normal", bias_initializer="ones")
     discriminator = keras.Model(image, linear(layers.Flatten()(image)))
-    x = tf.constant(images(5, 8, 2) * 2 - 1)
+    x = tf.constant(stage2.images(5, 8, 2) * 2 - 1)
     with tf.GradientTape() as tape:
         outputs, r1 = idgan.r1_penalty(discriminator, x)
         mean_r1 = tf.reduce_mean(r1)
@@ -230,8 +192,8 @@ def test_gaussian_nll_matches_numpy():
     np.testing.assert_allclose(np.asarray(nll), expected, rtol=1e-5)
 
 
-def test_encoder_view():
-    x = images(2, 32, 3)
+def test_encoder_view(stage2):
+    x = stage2.images(2, 32, 3)
     pooled = x.reshape(2, 16, 2, 16, 2, 3).mean(axis=(2, 4))
     np.testing.assert_allclose(np.asarray(idgan.encoder_view(x, (16, 16))), pooled, rtol=1e-5)
     assert idgan.encoder_view(x, (32, 32)) is x
@@ -239,20 +201,20 @@ def test_encoder_view():
     np.testing.assert_allclose(upsized, np.full((1, 64, 64, 1), 0.25), rtol=1e-6)
 
 
-def test_bad_inputs():
-    generator, discriminator = tiny_resnets(3, 2)
+def test_bad_inputs(stage2):
+    generator, discriminator = stage2.tiny_resnets(3, 2)
     with pytest.raises(ValueError, match=r"2 \* c_dim = 6 values"):
         seven = keras.Sequential([keras.Input((16, 16, 3)), layers.Flatten(), layers.Dense(7)])
         idgan.IDGAN(generator, discriminator, seven, nuisance_dim=2, c_dim=3)
     with pytest.raises(ValueError, match="channels"):
-        idgan.IDGAN(generator, discriminator, tiny_encoder(3, channels=1),
+        idgan.IDGAN(generator, discriminator, stage2.tiny_encoder(3, channels=1),
                     nuisance_dim=2, c_dim=3)
     with pytest.raises(ValueError, match="generator takes"):
-        idgan.IDGAN(generator, discriminator, tiny_encoder(4), nuisance_dim=2, c_dim=4)
+        idgan.IDGAN(generator, discriminator, stage2.tiny_encoder(4), nuisance_dim=2, c_dim=4)
     with pytest.raises(ValueError, match="needs an encoder"):
         idgan.IDGAN(generator, discriminator, None, nuisance_dim=2, c_dim=3)
     with pytest.raises(ValueError, match="vdb_target"):
-        idgan.IDGAN(generator, discriminator, tiny_encoder(3), nuisance_dim=2, c_dim=3,
+        idgan.IDGAN(generator, discriminator, stage2.tiny_encoder(3), nuisance_dim=2, c_dim=3,
                     vdb_target=0.1)
 
 
@@ -260,17 +222,17 @@ def test_bad_inputs():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, stage2):
     """A tiny ID-GAN (32 px, encoder at 16 px) with snapshots around its first step."""
     keras.utils.set_random_seed(0)
-    generator, discriminator = tiny_resnets(3, 2)
-    encoder = tiny_encoder(3)
+    generator, discriminator = stage2.tiny_resnets(3, 2)
+    encoder = stage2.tiny_encoder(3)
     encoder_before = [w.copy() for w in encoder.get_weights()]
     model = idgan.IDGAN(generator, discriminator, encoder, nuisance_dim=2, c_dim=3,
                         ema_decay=0.9, seed=1)
-    model.compile(rmsprop(1e-3), rmsprop(1e-3))
+    model.compile(idgan.rmsprop(1e-3), idgan.rmsprop(1e-3))
     before = generator.get_weights()
-    data = dataset(images(32), 8)
+    data = stage2.dataset(stage2.images(32), 8)
     history = model.fit(data.take(1), verbose=0).history
     after, ema = generator.get_weights(), model.generator_ema.get_weights()
     model.fit(data, verbose=0)  # four more steps
@@ -298,12 +260,12 @@ def test_ema_formula(trained):
         np.testing.assert_allclose(ema, 0.9 * old + 0.1 * new, rtol=1e-5, atol=1e-7)
 
 
-def test_weights_restore_optimizers(trained):
+def test_weights_restore_optimizers(trained, stage2):
     model, path = trained["model"], str(trained["tmp"] / "checkpoint.weights.h5")
     model.save_weights(path)
-    generator, discriminator = tiny_resnets(3, 2)
-    restored = idgan.IDGAN(generator, discriminator, tiny_encoder(3), nuisance_dim=2, c_dim=3)
-    restored.compile(rmsprop(1e-3), rmsprop(1e-3))
+    generator, discriminator = stage2.tiny_resnets(3, 2)
+    restored = idgan.IDGAN(generator, discriminator, stage2.tiny_encoder(3), nuisance_dim=2, c_dim=3)
+    restored.compile(idgan.rmsprop(1e-3), idgan.rmsprop(1e-3))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         restored.load_weights(path)
@@ -325,27 +287,27 @@ def test_ema_generator_loads_without_project(trained):
                                atol=1e-6)
 
 
-def test_plain_gan_baseline():
-    generator, discriminator = tiny_resnets(0, 4)
+def test_plain_gan_baseline(stage2):
+    generator, discriminator = stage2.tiny_resnets(0, 4)
     model = idgan.IDGAN(generator, discriminator, None, nuisance_dim=4, c_dim=0)
-    model.compile(rmsprop(1e-4), rmsprop(1e-4))
-    history = model.fit(dataset(images(8), 4), verbose=0).history
+    model.compile(idgan.rmsprop(1e-4), idgan.rmsprop(1e-4))
+    history = model.fit(stage2.dataset(stage2.images(8), 4), verbose=0).history
     assert set(history) == {"d_loss", "g_loss", "r1"}
 
 
-def test_vdb_run_resumes_exactly(tmp_path):
+def test_vdb_run_resumes_exactly(tmp_path, stage2):
     """4 steps straight == 2 steps, save_weights, load into a fresh model, 2 more steps:
     the VDB's noise must come from state that the checkpoint keeps."""
 
     def vdb_model(seed):
         keras.utils.set_random_seed(0)
-        generator, discriminator = tiny_resnets(2, 2, vdb=True)
-        model = idgan.IDGAN(generator, discriminator, tiny_encoder(2), nuisance_dim=2,
+        generator, discriminator = stage2.tiny_resnets(2, 2, vdb=True)
+        model = idgan.IDGAN(generator, discriminator, stage2.tiny_encoder(2), nuisance_dim=2,
                             c_dim=2, vdb_target=0.1, seed=seed)
-        model.compile(rmsprop(1e-3), rmsprop(1e-3))
+        model.compile(idgan.rmsprop(1e-3), idgan.rmsprop(1e-3))
         return model
 
-    batches, path = dataset(images(32), 8), str(tmp_path / "vdb.weights.h5")
+    batches, path = stage2.dataset(stage2.images(32), 8), str(tmp_path / "vdb.weights.h5")
     straight, first = vdb_model(seed=1), vdb_model(seed=1)
     straight.fit(batches, verbose=0)
     first.fit(batches.take(2), verbose=0)
@@ -360,30 +322,16 @@ def test_vdb_run_resumes_exactly(tmp_path):
     np.testing.assert_array_equal(straight.vdb_beta.numpy(), resumed.vdb_beta.numpy())
 
 
-def build_replica_model(c_dim=2, vdb=False):
-    """No randomness that matters: no nuisance, and a logvar head at -60 makes
-    c = mu + exp(-30) * eps equal mu in float32. distill_weight = exp(-60) keeps the
-    NLL's gradient O(1) despite its 1 / exp(logvar). With vdb, the VDB's noise is drawn
-    for the global batch, so it matters but is the same on any number of replicas."""
-    generator, discriminator = tiny_resnets(c_dim, 0, vdb=vdb)
-    encoder = tiny_encoder(c_dim, logvar_bias=-60.0)
-    model = idgan.IDGAN(generator, discriminator, encoder, nuisance_dim=0, c_dim=c_dim,
-                        distill_weight=float(np.exp(-60.0)), ema_decay=0.5,
-                        vdb_target=0.1 if vdb else None, seed=4)
-    model.compile(sgd(), sgd())
-    return model
-
-
 @pytest.mark.parametrize("vdb", [False, True])
-def test_replica_equivalence(two_replicas, vdb):
+def test_replica_equivalence(two_replicas, vdb, stage2):
     keras.utils.set_random_seed(3)
-    single = build_replica_model(vdb=vdb)
+    single = stage2.build_replica_model(vdb=vdb)
     with two_replicas.scope():
-        mirrored = build_replica_model(vdb=vdb)
+        mirrored = stage2.build_replica_model(vdb=vdb)
     for name in ["generator", "generator_ema", "discriminator", "encoder"]:
         getattr(mirrored, name).set_weights(getattr(single, name).get_weights())
     start = single.generator.get_weights() + single.discriminator.get_weights()
-    data = dataset(images(8), 8)
+    data = stage2.dataset(stage2.images(8), 8)
     single.fit(data, verbose=0)
     mirrored.fit(data, verbose=0)
     for name in ["generator", "generator_ema", "discriminator"]:
@@ -396,13 +344,13 @@ def test_replica_equivalence(two_replicas, vdb):
 
 
 @pytest.mark.parametrize("target,distributed", [(0.0, False), (1e6, False), (0.0, True)])
-def test_vdb_dual_update(two_replicas, target, distributed):
+def test_vdb_dual_update(two_replicas, target, distributed, stage2):
     with two_replicas.scope() if distributed else contextlib.nullcontext():
-        generator, discriminator = tiny_resnets(2, 2, vdb=True)
-        model = idgan.IDGAN(generator, discriminator, tiny_encoder(2), nuisance_dim=2,
+        generator, discriminator = stage2.tiny_resnets(2, 2, vdb=True)
+        model = idgan.IDGAN(generator, discriminator, stage2.tiny_encoder(2), nuisance_dim=2,
                             c_dim=2, vdb_target=target, vdb_beta=0.1, vdb_step=1.0)
-        model.compile(rmsprop(1e-4), rmsprop(1e-4))
-    history = model.fit(dataset(images(8), 8), verbose=0).history
+        model.compile(idgan.rmsprop(1e-4), idgan.rmsprop(1e-4))
+    history = model.fit(stage2.dataset(stage2.images(8), 8), verbose=0).history
     kl = history["vdb_kl"][0]
     expected = max(0.0, 0.1 + 1.0 * (kl - target))
     assert kl > 0
@@ -430,7 +378,7 @@ def test_sprites_distillation_lowers_nll():
         keras.utils.set_random_seed(1)
         model = idgan.IDGAN(idgan.build_conv_generator(2, 0, res), idgan.build_conv_discriminator(
             res), position_encoder(res), nuisance_dim=0, c_dim=2, distill_weight=weight, seed=2)
-        model.compile(rmsprop(1e-3), rmsprop(1e-4))  # the dSprites learning rates
+        model.compile(idgan.rmsprop(1e-3), idgan.rmsprop(1e-4))  # the dSprites learning rates
         ds = data.make_dataset("sprites", res, 32, seed=0)
         nll[weight] = model.fit(ds, epochs=4, steps_per_epoch=10, verbose=0).history[
             "distill_nll"]

@@ -12,7 +12,6 @@ import pytest
 import idgan
 import train_vae
 import vae
-from test_idgan import build_replica_model, dataset, images
 
 
 @pytest.fixture
@@ -22,19 +21,19 @@ def mixed_bfloat16():
     keras.config.set_dtype_policy("float32")
 
 
-def test_xla_compiled_step_equals_the_plain_step():
+def test_xla_compiled_step_equals_the_plain_step(stage2):
     """One ID-GAN step (R1's inner tape, distillation, EMA) with and without XLA."""
     models = []
     for jit_compile in (False, True):
         keras.utils.set_random_seed(3)
-        model = build_replica_model()
+        model = stage2.build_replica_model()
         model.compile(model.g_optimizer, model.d_optimizer, jit_compile=jit_compile)
         models.append(model)
     for name in ["generator", "generator_ema", "discriminator", "encoder"]:
         getattr(models[1], name).set_weights(getattr(models[0], name).get_weights())
     start = models[0].generator.get_weights()
     for model in models:
-        model.fit(dataset(images(8), 8), verbose=0)
+        model.fit(stage2.dataset(stage2.images(8), 8), verbose=0)
     for name in ["generator", "generator_ema", "discriminator"]:
         for a, b in zip(getattr(models[0], name).weights, getattr(models[1], name).weights):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-5)
@@ -63,7 +62,7 @@ def test_steps_per_execution_must_divide_every_step_the_monitor_acts_at(
     assert message in capsys.readouterr().err
 
 
-def test_mixed_precision_computes_in_bfloat16_and_keeps_losses_float32(mixed_bfloat16):
+def test_mixed_precision_computes_in_bfloat16_and_keeps_losses_float32(mixed_bfloat16, stage2):
     keras.utils.set_random_seed(0)
     encoder, decoder = vae.build_encoder(3, 32), vae.build_decoder(3, 32)
     generator = idgan.build_conv_generator(3, 2, 32)
@@ -80,14 +79,14 @@ def test_mixed_precision_computes_in_bfloat16_and_keeps_losses_float32(mixed_bfl
     gan = idgan.IDGAN(generator, discriminator, encoder, nuisance_dim=2, c_dim=3, seed=0)
     gan.compile(idgan.rmsprop(1e-4), idgan.rmsprop(1e-4))
     for model in (beta_vae, gan):
-        history = model.fit(dataset(images(32, channels=1), 8), verbose=0).history
+        history = model.fit(stage2.dataset(stage2.images(32, channels=1), 8), verbose=0).history
         assert all(np.isfinite(values).all() for values in history.values())
         assert {w.dtype for w in model.weights} <= {"float32", "int64"}  # int64: RNG state
 
 
-def test_mixed_precision_losses_match_float32(mixed_bfloat16):
+def test_mixed_precision_losses_match_float32(mixed_bfloat16, stage2):
     """The same weights give the same ELBO terms to bfloat16 accuracy (~3 digits)."""
-    x = images(32, channels=1)[:8]
+    x = stage2.images(32, channels=1)[:8]
     keras.utils.set_random_seed(0)
     mixed = vae.BetaVAE(vae.build_encoder(3, 32), vae.build_decoder(3, 32), beta=4.0, seed=0)
     keras.config.set_dtype_policy("float32")
