@@ -297,11 +297,10 @@ class Run(keras.callbacks.Callback):
         run.fit(model, stream, log_pictures)  # to --steps: backups, logs, the NaN guard
         run.evaluate()                # metrics.json
 
-    As the fit's callback it counts steps (not Keras epochs): it stops at exactly --steps
-    or at the first non-finite loss, backs up the whole training state every --backup_every
-    steps, and every --log_every steps writes TensorBoard scalars and pictures, refreshes
-    the PNG grids and prints the losses with progress and an ETA (and a progress line every
-    30 s in between). Only the chief worker writes."""
+    As the fit's callback it counts steps, stops at --steps or at the first non-finite loss,
+    backs up the training state every --backup_every steps, and every --log_every steps
+    logs to TensorBoard, refreshes the PNG grids and prints the losses with an ETA (and a
+    progress line every 30 s between). Only the chief worker writes."""
 
     def __init__(self, config, strategy):
         super().__init__()
