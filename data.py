@@ -5,7 +5,8 @@ Every dataset comes out of `make_dataset` as an endless, shuffled, batched, pref
 
 Datasets with known generative factors (the sprites family) also have a ground-truth
 interface (`ground_truth_data`) that the disentanglement metrics use: factor names and
-sizes, sampling factors, and rendering observations from factors (SPEC.md "Data").
+sizes, sampling factors, and rendering observations from factors, as disentanglement_lib's
+`GroundTruthData`.
 """
 import dataclasses
 import functools
@@ -134,8 +135,12 @@ def render_sprites(templates, factors):
 
 
 # ---------------------------------------------------------------------------------------
-# Variants (SPEC.md "Data"; Locatello et al. 2019): colour, noise and painting backgrounds
-# are random per image and are not factors, as in disentanglement_lib.
+# Variants (Locatello et al. 2019, disentanglement_lib): colour, noise and painting
+# backgrounds are random per image and are not factors.
+
+
+def binary_images(binary, rng):  # the plain variant: one channel, no randomness
+    return binary[..., None].astype(np.float32)
 
 
 def color_images(binary, rng):
@@ -193,7 +198,7 @@ def thumbnail_size(width, height, box=PAINTING_BOX):
 
 
 def load_painting(path):
-    """An RGB painting in [0, 1], shrunk to fit 350 x 274 keeping its aspect (SPEC.md "Data")."""
+    """An RGB painting in [0, 1], shrunk to fit 350 x 274 keeping its aspect (PAINTING_BOX)."""
     if not tf.io.gfile.exists(path):
         raise DataError(f"--painting {path} does not exist")
     try:
@@ -215,8 +220,8 @@ def load_painting(path):
 
 
 # ---------------------------------------------------------------------------------------
-# TFDS: load a prepared dataset, or download it; when the download cannot start, say so in
-# seconds instead of after TFDS' retry back-off (minutes).
+# TFDS: load a prepared dataset, or download it. Offline, TFDS would retry for minutes;
+# instead a quick connection to the download host decides, and the error names the ways in.
 
 DOWNLOAD_PROBE_SECONDS = 5.0
 
@@ -230,35 +235,28 @@ def connect_address(url):
     return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def unreachable_host(urls):
-    """Why a download from `urls` cannot start, in words, or None when every host answers.
-    The probe runs in a daemon thread with a deadline: a name lookup that hangs counts."""
-    timeout, outcome = DOWNLOAD_PROBE_SECONDS, {}
+def download_blocker(builder):
+    """Why TFDS cannot start to download `builder`, in words, or None when its download host
+    answers within DOWNLOAD_PROBE_SECONDS. The probe runs in a daemon thread, so that a name
+    lookup that hangs counts as no answer too."""
+    if not builder.url_infos:  # a manual download (celeb_a_hq): TFDS says at once what is missing
+        return None
+    timeout = DOWNLOAD_PROBE_SECONDS
+    host, port = connect_address(min(builder.url_infos))  # each of ours has a single host
+    reason = f"cannot connect to {host}:{port}: no answer within {timeout:g} s"
 
     def probe():
-        for host, port in sorted({connect_address(url) for url in urls}):
-            outcome["reason"] = f"cannot connect to {host}:{port}: no answer within {timeout:g} s"
-            try:
-                socket.create_connection((host, port), timeout=timeout).close()
-            except OSError as error:
-                outcome["reason"] = f"cannot connect to {host}:{port}: {first_line(error)}"
-                return
-        outcome["reason"] = None
+        nonlocal reason
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            reason = None
+        except OSError as error:
+            reason = f"cannot connect to {host}:{port}: {first_line(error)}"
 
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
     thread.join(timeout)
-    return outcome.get("reason", f"no answer within {timeout:g} s")
-
-
-def download_blocker(builder):
-    """Why TFDS cannot start to download and prepare `builder`, in words, or None."""
-    if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:  # celeb_a_hq: TFDS prepares it from files in here
-        manual_dir = os.path.join(builder.data_dir_root, "downloads", "manual")
-        if os.path.isdir(manual_dir) and os.listdir(manual_dir):
-            return None
-        return f"{builder.name} needs a manual download into {manual_dir}"
-    return unreachable_host(list(builder.url_infos or {}))
+    return reason
 
 
 def load_tfds(config, split, data_dir, seed, ways_in):
@@ -334,17 +332,14 @@ def ground_truth_data(name, data_dir=None, painting=None):
         images = load_dsprites_images(data_dir)
         binary = lambda factors: images[factors @ _FACTOR_STRIDES]  # noqa: E731
     variant = name[: -len(base)]
-    if variant == "":
-        render = lambda f, rng: binary(f)[..., None].astype(np.float32)  # noqa: E731
-    elif variant == "color_":
-        render = lambda f, rng: color_images(binary(f), rng)  # noqa: E731
-    elif variant == "noisy_":
-        render = lambda f, rng: noisy_images(binary(f), rng)  # noqa: E731
-    else:
+    if variant == "scream_":
         if painting is None:
             print(f"{name}: no --painting given, using a procedural texture instead of The Scream")
         texture = procedural_painting() if painting is None else load_painting(painting)
-        render = lambda f, rng: scream_images(binary(f), rng, texture)  # noqa: E731
+        paint = functools.partial(scream_images, painting=texture)
+    else:
+        paint = {"": binary_images, "color_": color_images, "noisy_": noisy_images}[variant]
+    render = lambda factors, rng: paint(binary(factors), rng)  # noqa: E731
     return GroundTruthData(name, FACTOR_NAMES, FACTOR_SIZES, num_channels(name), render)
 
 
@@ -371,8 +366,6 @@ SHUFFLE_BUFFER_BYTES = 1 << 30
 
 def image_files(data_dir):
     """Image paths under data_dir (recursive, sorted), or a DataError saying why there are none."""
-    if not os.path.isdir(data_dir):
-        raise DataError(f"--data_dir {data_dir} does not exist or is not a directory")
     files = sorted(os.path.join(root, f) for root, _, names in os.walk(data_dir) for f in names)
     if not files:
         raise DataError(f"--data_dir {data_dir} is empty")
@@ -512,7 +505,9 @@ def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None, st
             method = "area" if res < 64 else "bilinear"
             batches = batches.map(lambda x: tf.image.resize(x, (res, res), method=method))
     else:
-        images = natural_images(name, res, data_dir, seed + start).repeat()
+        # A seed of the pair: seed + start would give (seed 0, start 3) seed 3's shuffle.
+        shuffle_seed = int(np.random.default_rng([seed, start]).integers(2**31))
+        images = natural_images(name, res, data_dir, shuffle_seed).repeat()
         if augment:  # keyed by (seed, start, index of the image in this stream)
             stream_key = tf.constant([seed, start], tf.int64)
             images = tf.data.Dataset.zip((images, tf.data.Dataset.counter())).map(
@@ -524,13 +519,11 @@ def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None, st
 
 
 def without_autotuning(dataset):
-    """The dataset with tf.data's autotuner off (parallel maps then use every core).
+    """The dataset with tf.data's autotuner off, so that parallel maps use every core.
 
-    With it on, about half the fit() calls on our 2-core CPU trained at one core's speed:
-    the sprites ID-GAN step took 254.5 ms and the process used 1.07 cores instead of 143 ms
-    and 1.93, fixed for the whole call and drawn anew with each iterator. With it off,
-    14 of 14 calls were fast, and the input pipeline kept its throughput (sprites
-    ~110,000 images/s; 64 px from a folder of JPEGs ~1,900). benchmarks/vs_pytorch.py."""
+    With it on, a fit() call can run whole at one core's speed (decided anew with each
+    iterator); with it off the input pipeline keeps its throughput. Figures: see
+    benchmarks/results/speed/README.md."""
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)
