@@ -1,5 +1,6 @@
 """Seconds per backup of the whole training state (what train_*.py write every
---backup_every steps), and the size of the file, for the sprites and 64 px ResNet models.
+--backup_every steps), and the size of the file, for the sprites and 64 px ResNet models
+(benchmarks/models.py's beta_vae, idgan_conv and idgan_resnet64).
 
     python benchmarks/backup.py
 """
@@ -14,28 +15,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-import idgan  # noqa: E402
-import vae  # noqa: E402
+import models  # noqa: E402 (benchmarks/models.py)
 from train_vae import write_atomically  # noqa: E402
 
 
-def beta_vae():
-    model = vae.BetaVAE(vae.build_encoder(10), vae.build_decoder(10), beta=8.0)
-    model.compile(optimizer=vae.adam(1e-4))
-    model(np.zeros((1, 64, 64, 1), "float32"))
-    model.build_optimizers()
-    return model
-
-
-def id_gan(arch):
-    if arch == "conv":
-        nets, encoder = (idgan.build_conv_generator(10, 0), idgan.build_conv_discriminator()), \
-            vae.build_encoder(10)
-        model = idgan.IDGAN(*nets, encoder, nuisance_dim=0, c_dim=10)
-    else:
-        nets = idgan.build_resnet_generator(20, 256, 64), idgan.build_resnet_discriminator(64)
-        model = idgan.IDGAN(*nets, vae.build_encoder(20, 64, 3), nuisance_dim=256, c_dim=20)
-    model.compile(idgan.rmsprop(1e-4), idgan.rmsprop(1e-4))
+def built(case):
+    """models.py's compiled model of `case`, its weights and optimizer slots all created."""
+    model = models.build(case)
+    if case == "beta_vae":
+        model(np.zeros((1, 64, 64, 1), "float32"))  # builds the Keras model around the nets
     return model
 
 
@@ -53,10 +41,10 @@ def backup_seconds(model, repeats=5):
 
 
 def main():
-    for name, build in [("beta-VAE, sprites 64 px", beta_vae),
-                        ("ID-GAN conv, sprites 64 px", lambda: id_gan("conv")),
-                        ("ID-GAN ResNet 64 px, nf 64", lambda: id_gan("resnet"))]:
-        seconds, megabytes = backup_seconds(build())
+    for name, case in [("beta-VAE, sprites 64 px", "beta_vae"),
+                       ("ID-GAN conv, sprites 64 px", "idgan_conv"),
+                       ("ID-GAN ResNet 64 px, nf 64", "idgan_resnet64")]:
+        seconds, megabytes = backup_seconds(built(case))
         print(f"{name:>28}: {seconds:.3f} s per backup, {megabytes:.0f} MiB", flush=True)
 
 

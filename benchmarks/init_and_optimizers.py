@@ -3,7 +3,9 @@
     nice -n 10 python benchmarks/init_and_optimizers.py                # everything
     python benchmarks/init_and_optimizers.py --only=vae_init --seeds=0,1
 
-Three comparisons on sprites at 64 px (SPEC.md "Published settings", dSprites column):
+Three comparisons on sprites at 64 px, on benchmarks/models.py's beta_vae and idgan_conv
+(the authors' dSprites settings, 1Konny/idgan configs/dsprites.yaml; README "Published
+settings"):
   vae_init   the beta-VAE (c_dim 10, beta 8, Bernoulli, batch 64, PyTorch's Adam 1e-4) with
              init="keras" (Glorot uniform, zero bias) vs init="authors" (N(0, 0.02), zero
              bias: normal_init of 1Konny/idgan gan_training/dvae/dvae.py).
@@ -44,6 +46,7 @@ import tensorflow as tf  # noqa: E402
 import data  # noqa: E402
 import idgan  # noqa: E402
 import metrics  # noqa: E402
+import models  # noqa: E402 (benchmarks/models.py)
 import vae  # noqa: E402
 
 flags.DEFINE_list("only", ["vae_init", "gan_init", "optimizer", "fid"], "Comparisons to run.")
@@ -75,29 +78,23 @@ def windowed_fit(model, dataset, steps):
 
 def train_vae(init, seed):
     keras.utils.set_random_seed(seed)
-    model = vae.BetaVAE(vae.build_encoder(10, RES, 1, init=init),
-                        vae.build_decoder(10, RES, 1, init=init), beta=8.0,
-                        likelihood="bernoulli", seed=seed)
-    model.compile(optimizer=vae.adam(1e-4))
-    rows, seconds = windowed_fit(model, data.make_dataset("sprites", RES, BATCH, seed=seed),
+    model = models.build("beta_vae", RES, init=init, seed=seed)
+    rows, seconds = windowed_fit(model, models.batches("beta_vae", BATCH, RES, seed=seed),
                                  FLAGS.vae_steps)
     return model, rows, seconds
+
+
+def keras_rmsprop(learning_rate):
+    return keras.optimizers.RMSprop(learning_rate, rho=0.99, epsilon=1e-8)
 
 
 def train_gan(encoder_path, init, optimizer, seed):
     """The sprites ID-GAN on the saved encoder; optimizer "pytorch" or "keras"."""
     keras.utils.set_random_seed(seed)
     encoder = keras.models.load_model(encoder_path, compile=False)
-    model = idgan.IDGAN(idgan.build_conv_generator(10, 0, RES, 1, init=init),
-                        idgan.build_conv_discriminator(RES, 1, init=init), encoder,
-                        nuisance_dim=0, c_dim=10, distill_weight=1e-4, r1_weight=10.0,
-                        ema_decay=0.999, seed=seed)
-    if optimizer == "pytorch":
-        make = idgan.rmsprop
-    else:
-        make = lambda lr: keras.optimizers.RMSprop(lr, rho=0.99, epsilon=1e-8)  # noqa: E731
-    model.compile(make(1e-3), make(1e-4))
-    rows, seconds = windowed_fit(model, data.make_dataset("sprites", RES, BATCH, seed=seed),
+    model = models.build("idgan_conv", RES, init=init, seed=seed, encoder=encoder,
+                         gan_optimizer=idgan.rmsprop if optimizer == "pytorch" else keras_rmsprop)
+    rows, seconds = windowed_fit(model, models.batches("idgan_conv", BATCH, RES, seed=seed),
                                  FLAGS.gan_steps)
     return model, rows, seconds
 

@@ -14,26 +14,27 @@ gap  FID over training steps, in one factor classifier's features, of the beta-V
 
 --budget is minutes of a 2-core CPU (measured on an AMD EPYC with AVX-512: COSTS below)
 and fixes every step count: all stage-1 runs of a table train the same steps, and so do
-all its GANs. Settings are the authors' (SPEC.md, configs/dsprites.yaml) except stage 1's
-lr, 5e-4 instead of 1e-4, to get further in a CPU budget. Every run is an ordinary run
-directory under --out_dir/table<name>, so the same command resumes, and a larger budget
-continues the runs. The table lands in results.md (the paper's numbers beside ours),
-results.json and figures/. For the paper's step counts (3e5 GAN steps, on a GPU) give
+all its GANs. Settings are the authors' (1Konny/idgan configs/dsprites.yaml; the README's
+"Published settings") except stage 1's lr, 5e-4 instead of 1e-4, to get further in a CPU
+budget. Every run is an ordinary run directory under --out_dir/table<name>, so the same
+command resumes, and a larger budget continues the runs. The table lands in results.md (the
+paper's numbers beside ours), results.json and figures/, written by
+benchmarks/table_report.py. For the paper's step counts (3e5 GAN steps, on a GPU) give
 --budget so that the printed plan reaches them, e.g. --table=gap --budget=3200.
 """
 import json
 import os
-import shutil
-import statistics
 import subprocess
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # before benchmarks/, whose metrics.py is a benchmark
+sys.path.insert(0, ROOT)
 
 from absl import app, flags  # noqa: E402
+
+import table_report  # noqa: E402 (benchmarks/table_report.py)
 
 flags.DEFINE_enum("table", None, ["gap", "1", "2", "3"], "Which comparison.")
 flags.DEFINE_float("budget", None, "Minutes of a 2-core CPU for the whole table.")
@@ -42,32 +43,12 @@ flags.DEFINE_integer("seeds", 2, "Table 2: seeds per system (the paper: 5).")
 FLAGS = flags.FLAGS
 
 # Seconds per training step, batch 64, 64 px, on the reference CPU (2 cores of an AMD EPYC
-# with AVX-512; benchmarks/throughput.py and the scripts' own logging), and per sample of
-# evaluation. Shares of the budget: stage 1, stage 2, evaluation.
+# with AVX-512; benchmarks/throughput.py and the scripts' own logging). The plan's shares of
+# the budget (SHARES below): stage 1, stage 2, and the rest for evaluation.
 COSTS = dict(beta_vae=0.06, factor_vae=0.07, oracle=0.03, vae_gan=0.13, idgan=0.14, gan=0.13,
              infogan=0.14, cgan=0.15, end_to_end=0.2)
-SECONDS_PER_EVAL_SAMPLE = 0.004  # per sample, per metrics.evaluate call
-STAGE1_SHARE, STAGE2_SHARE = 0.35, 0.5
 FID_POINTS, FID_SAMPLES = 10, 2000  # FIDs along each curve of --table=gap, and their size
-PAPER_STEPS = 300_000
 VAE_FLAGS = dict(c_dim=10, lr=5e-4)
-
-# The paper's numbers (mean +- std over 5 seeds): Table 2 on dSprites, Table 1 on
-# Color-dSprites. Its Table 3 is on CelebA 128 px, not comparable with sprites.
-PAPER = {
-    "2": {"beta-VAE": ("0.65 ± 0.08", "0.28 ± 0.09", "37.75 ± 24.58"),
-          "VAE-GAN": ("0.46 ± 0.18", "0.13 ± 0.11", "33.54 ± 24.93"),
-          "ID-GAN (end-to-end)": ("0.50 ± 0.14", "0.13 ± 0.09", "3.18 ± 2.38"),
-          "ID-GAN (two-step)": ("0.65 ± 0.08", "0.28 ± 0.09", "2.00 ± 1.74")},
-    "1": {"VAE": (".67 ± .12", ".16 ± .08", "21.63 ± 4.97"),
-          "beta-VAE": (".67 ± .07", ".32 ± .04", "15.13 ± 4.25"),
-          "FactorVAE": (".69 ± .05", ".37 ± .02", "10.71 ± 5.73"),
-          "GAN": ("N/A", "N/A", "0.30 ± 0.07"),
-          "InfoGAN": (".34", ".01 ± .01", "30.55 ± 21.17"),
-          "ID-GAN + VAE": (".67 ± .12", ".16 ± .08", "0.32 ± 0.10"),
-          "ID-GAN + beta-VAE": (".67 ± .07", ".32 ± .04", "0.25 ± 0.23"),
-          "ID-GAN + FactorVAE": (".69 ± .05", ".37 ± .02", "0.75 ± 0.54")},
-}
 
 
 def fail(message):
@@ -159,7 +140,8 @@ def plan(table, budget, seeds):
         stages = [stage for _, _, gan, dis in table_evaluations(table, seeds)
                   for stage in metrics.evaluation_stages(n, True, bool(gan), 64, dis)
                   if stage[0] != "factor classifier training"]
-        return sum(stage[-1] for stage in stages) + min(5000, n) * metrics.SECONDS["classifier_step"]
+        classifier = min(5000, n) * metrics.SECONDS["classifier_step"]
+        return sum(stage[-1] for stage in stages) + classifier
 
     left = seconds * (1 - sum(shares))
     sizes = [n for n in (64, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000)
@@ -218,7 +200,7 @@ def train_oracle(run_dir, dataset, steps):
 
 def gap_classifier(out_dir, steps):
     """The factor classifier every curve of --table=gap is measured with, trained here
-    (5000 steps, fewer for a budget under about 4 minutes, seed 0) and shared by path."""
+    (5000 steps, or five times the stage-1 steps if fewer; seed 0) and shared by path."""
     import data
     import metrics
     path = os.path.join(out_dir, "fid_classifier.keras")
@@ -263,140 +245,6 @@ def evaluate(out_dir, dirs, evaluation, steps, seed=0):
     return results
 
 
-def scores_of(results, fid_key):
-    """The table's columns from one evaluate() result."""
-    row = dict(fid=results.get(fid_key))
-    if "mig" in results:
-        row.update(fvm=results["factor_vae_score"]["score"],
-                   fvm_paper=results["factor_vae_score_paper"]["score"], mig=results["mig"])
-    row.update({k: results[k] for k in ("l_i", "gilbo") if k in results})
-    return row
-
-
-def table_rows(table, results, seeds):
-    """{row: {column: value}}, Table 2's with one entry per seed: {row: [{...}, ...]}."""
-    if table == "2":
-        rows = {"beta-VAE": [], "VAE-GAN": [], "ID-GAN (end-to-end)": [], "ID-GAN (two-step)": []}
-        for s in range(seeds):
-            vae = scores_of(results[f"beta_vae_s{s}"], "fid_vae")
-            rows["beta-VAE"].append(vae)
-            rows["VAE-GAN"].append(scores_of(results[f"vae_gan_s{s}"], "fid_vae"))
-            rows["ID-GAN (end-to-end)"].append(scores_of(results[f"end_to_end_s{s}"], "fid_idgan"))
-            rows["ID-GAN (two-step)"].append(dict(  # the encoder is beta-VAE's
-                vae, fid=results[f"idgan_s{s}"]["fid_idgan"]))
-        return rows
-    if table == "1":
-        labels = {"vae": "VAE", "beta_vae": "beta-VAE", "factor_vae": "FactorVAE"}
-        rows = {label: scores_of(results[run], "fid_vae") for run, label in labels.items()}
-        rows["GAN"] = scores_of(results["gan"], "fid_idgan")
-        rows["InfoGAN"] = scores_of(results["infogan"], "fid_idgan")
-        for run, label in labels.items():
-            rows[f"ID-GAN + {label}"] = dict(rows[label], fid=results[f"idgan_{run}"]["fid_idgan"])
-        return rows
-    return {label: scores_of(results[run], "fid_idgan") for run, label in (
-        ("cgan", "cGAN"), ("idgan_nodistill", "ID-GAN w/o distill"), ("idgan", "ID-GAN"))}
-
-
-# ---------------------------------------------------------------------------------------
-# The results: markdown beside the paper, results.json, figures.
-
-
-def fmt(values, key, digits=2):
-    """One cell: a value, or mean ± spread (half the range) over seeds; '-' if absent."""
-    values = [v[key] for v in (values if isinstance(values, list) else [values])
-              if v.get(key) is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    spread = (max(values) - min(values)) / 2
-    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
-
-
-def markdown(table, rows, seeds):
-    if table == "3":
-        lines = ["| system | FID | L_I (nats) | GILBO (nats) |", "| --- | --- | --- | --- |"]
-        lines += [f"| {name} | {fmt(r, 'fid')} | {fmt(r, 'l_i')} | {fmt(r, 'gilbo')} |"
-                  for name, r in rows.items()]
-        return lines + ["", "The paper (CelebA 128 px, Section 5.3; the table's values are not in "
-                        "our copy of it): comparable FIDs for all three; L_I and GILBO highest "
-                        "for ID-GAN, then cGAN, very low for ID-GAN w/o distill."]
-    paper = PAPER[table]
-    lines = ["| system | FVM paper | FVM ours (paper's protocol) | FVM ours (disentanglement_lib) "
-             "| MIG paper | MIG ours | FID paper | FID ours |", "| --- " * 8 + "|"]
-    for name, r in rows.items():
-        fvm, mig, fid = paper[name]
-        lines.append(f"| {name} | {fvm} | {fmt(r, 'fvm_paper')} | {fmt(r, 'fvm')} | {mig} | "
-                     f"{fmt(r, 'mig')} | {fid} | {fmt(r, 'fid')} |")
-    if table == "2":
-        lines.append(f"\nMean ± half the range over {seeds} seed(s) (the paper: mean ± std "
-                     "over 5).")
-    return lines
-
-
-def gap_results(dirs, steps):
-    """{curve: [(step, fid)]} and the markdown table of FID against steps."""
-    import metrics
-    curves = {label: metrics.read_fid_curve(os.path.join(dirs[run], "fid_curve.csv"))
-              for run, label in GAP_CURVES.items()}
-    columns = list(curves)
-    by_step = {}
-    for label, points in curves.items():
-        for step, value in points:
-            by_step.setdefault(step, {})[label] = value
-    lines = ["| step | " + " | ".join(columns) + " |", "| --- " * (len(columns) + 1) + "|"]
-    for step in sorted(by_step):
-        cells = [f"{by_step[step][c]:.2f}" if c in by_step[step] else "" for c in columns]
-        lines.append(f"| {step:,} | " + " | ".join(cells) + " |")
-    return curves, lines
-
-
-GAP_CURVES = {"vae": "beta-VAE decoder", "idgan": "(a) ID-GAN, beta-VAE encoder",
-              "idgan_oracle": "(b) ID-GAN, oracle encoder", "gan": "(c) plain GAN"}
-
-
-def power_law_forecast(points, step=PAPER_STEPS):
-    """FID at `step` from a least-squares line through log FID against log step over the
-    second half of a curve: a crude extrapolation, None without three points."""
-    import numpy as np
-    points = [p for p in points[len(points) // 2:] if p[1] > 0]
-    if len(points) < 3:
-        return None
-    slope, intercept = np.polyfit(np.log([p[0] for p in points]), np.log([p[1] for p in points]), 1)
-    return float(np.exp(intercept + slope * np.log(step)))
-
-
-def curve_figure(curves, path):
-    """FID against steps, log-log, if matplotlib is installed (an optional, benchmark-only
-    dependency); the markdown table has the same numbers."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
-    except ImportError:
-        print("(no matplotlib: fid_curves.png not drawn; `pip install matplotlib` for it)")
-        return
-    figure, axes = pyplot.subplots(figsize=(6, 4))
-    for label, points in curves.items():
-        if points:
-            axes.plot(*zip(*points), marker="o", label=label)
-    axes.set(xscale="log", yscale="log", xlabel="training step", ylabel="FID (factor classifier)")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-
-
-def collect_figures(runs, dirs, out_dir):
-    figures = os.path.join(out_dir, "figures")
-    os.makedirs(figures, exist_ok=True)
-    for name, *_ in runs:
-        for picture in ("samples", "reconstructions", "traversals"):
-            source = os.path.join(dirs[name], picture + ".png")
-            if os.path.exists(source):
-                shutil.copy(source, os.path.join(figures, f"{name}_{picture}.png"))
-    return figures
-
-
 def cpu_model():
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
@@ -439,22 +287,16 @@ def main(argv):
               + f"; {sum(minutes.values()):.0f} min on {os.cpu_count()} x {cpu_model()}.")
     summary = dict(table=table, budget=FLAGS.budget, seeds=seeds, plan=steps, minutes=minutes,
                    runs={name: os.path.relpath(d, out_dir) for name, d in dirs.items()})
-    figures = collect_figures(runs, dirs, out_dir)
+    figures = table_report.collect_figures(runs, dirs, out_dir)
     if table == "gap":
-        curves, lines = gap_results(dirs, steps)
-        curve_figure(curves, os.path.join(figures, "fid_curves.png"))
-        forecast = {label: power_law_forecast(points) for label, points in curves.items()}
-        oracle = read_json(os.path.join(dirs["oracle"], "oracle.json"))
-        summary.update(curves=curves, forecast_at_paper_steps=forecast,
-                       oracle_r_squared=oracle["r_squared"])
-        lines += ["", f"Power-law forecast of FID at {PAPER_STEPS:,} steps (second half of each "
-                  "curve): " + ", ".join(f"{k} {v:.2f}" for k, v in forecast.items() if v) + ".",
-                  "Oracle encoder R^2 per factor: " + ", ".join(
-                      f"{k} {v:.2f}" for k, v in oracle["r_squared"].items()) + "."]
+        additions, lines = table_report.gap_report(dirs, figures)
+        summary.update(additions)
     else:
-        rows = table_rows(table, results, seeds)
-        summary.update(rows=rows, metrics={k: os.path.relpath(os.path.join(out_dir, "metrics", k + ".json"), out_dir) for k in results})
-        lines = markdown(table, rows, seeds)
+        rows = table_report.table_rows(table, results, seeds)
+        summary.update(rows=rows, metrics={
+            k: os.path.relpath(os.path.join(out_dir, "metrics", k + ".json"), out_dir)
+            for k in results})
+        lines = table_report.markdown(table, rows, seeds)
     text = "\n".join([header, ""] + lines) + "\n"
     write_json(os.path.join(out_dir, "results.json"), summary)
     with open(os.path.join(out_dir, "results.md"), "w") as f:

@@ -18,7 +18,7 @@ import metrics
 import vae
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.append(os.path.join(ROOT, "benchmarks"))  # after ROOT: benchmarks/metrics.py stays hidden
+sys.path.append(os.path.join(ROOT, "benchmarks"))  # after ROOT: the project's modules come first
 import baselines  # noqa: E402
 
 RES, C_DIM = 32, 3

@@ -1,5 +1,6 @@
 """--jit_compile and --mixed_precision: same training step, float32 where it matters;
-benchmarks/vs_pytorch.py without PyTorch."""
+benchmarks/vs_pytorch.py without PyTorch; the benchmarks' one model builder,
+benchmarks/models.py."""
 import importlib.util
 import os
 import subprocess
@@ -12,6 +13,9 @@ import pytest
 import idgan
 import train_vae
 import vae
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks")
 
 
 @pytest.fixture
@@ -84,30 +88,73 @@ def test_mixed_precision_computes_in_bfloat16_and_keeps_losses_float32(mixed_bfl
         assert {w.dtype for w in model.weights} <= {"float32", "int64"}  # int64: RNG state
 
 
+def elbo_terms(encoder, decoder, x, eps):
+    """Per-example reconstruction loss and KL, and the logits, on codes mu + sigma * eps."""
+    mu, logvar = vae.split_stats(encoder(x, training=True))
+    logits = decoder(mu + np.exp(0.5 * logvar) * eps, training=True)
+    return vae.reconstruction_loss(x, logits, "bernoulli"), vae.kl_divergence(mu, logvar), logits
+
+
 def test_mixed_precision_losses_match_float32(mixed_bfloat16, stage2):
     """The same weights give the same ELBO terms to bfloat16 accuracy (~3 digits)."""
     x = stage2.images(32, channels=1)[:8]
+    eps = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
     keras.utils.set_random_seed(0)
-    mixed = vae.BetaVAE(vae.build_encoder(3, 32), vae.build_decoder(3, 32), beta=4.0, seed=0)
+    mixed = vae.build_encoder(3, 32), vae.build_decoder(3, 32)
     keras.config.set_dtype_policy("float32")
-    plain = vae.BetaVAE(vae.build_encoder(3, 32), vae.build_decoder(3, 32), beta=4.0, seed=0)
-    mixed(x), plain(x)
-    plain.set_weights(mixed.get_weights())
-    for model in (mixed, plain):
-        model.compile(optimizer=keras.optimizers.SGD(0.0))  # a step that changes nothing
-    logs = [model.train_on_batch(x, return_dict=True) for model in (mixed, plain)]
-    for name in ("loss", "reconstruction", "kl"):
-        assert logs[0][name] == pytest.approx(logs[1][name], rel=0.03, abs=0.05), name
+    plain = vae.build_encoder(3, 32), vae.build_decoder(3, 32)
+    for a, b in zip(mixed, plain):
+        b.set_weights(a.get_weights())
+    assert mixed[0].layers[1].compute_dtype == "bfloat16"
+    for a, b in zip(elbo_terms(*mixed, x, eps), elbo_terms(*plain, x, eps)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0.03, atol=0.05)
 
 
 def test_vs_pytorch_without_pytorch_says_how_to_install_it_and_exits_cleanly():
     """PyTorch is optional: benchmarks/vs_pytorch.py must not need it to start."""
     if importlib.util.find_spec("torch") is not None:
         pytest.skip("PyTorch is installed here; this checks the environment without it")
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "benchmarks", "vs_pytorch.py")
+    script = os.path.join(BENCHMARKS, "vs_pytorch.py")
     done = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "PyTorch is not installed" in done.stdout
     assert "pip install torch==2.13.0" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def benchmark_models():
+    """benchmarks/models.py, loaded by path (the name `models` is not the project's)."""
+    spec = importlib.util.spec_from_file_location("benchmark_models",
+                                                  os.path.join(BENCHMARKS, "models.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_benchmark_case_trains_on_its_batches_streamed_and_in_memory():
+    models = benchmark_models()
+    for case in models.CASES:
+        model = models.build(case, res=32, nf=8, seed=0)
+        channels = 3 if case == "idgan_resnet64" else 1
+        memory = models.batches(case, images=images(4, 32, channels))
+        streamed = models.batches(case, 4, res=32)
+        for batches in (streamed, memory):
+            first = next(iter(batches))
+            parts = first if case == "factor_vae" else (first,)  # FactorVAE: two batches
+            assert [tuple(x.shape) for x in parts] == [(4, 32, 32, channels)] * len(parts)
+            history = model.fit(batches, epochs=1, steps_per_epoch=1, verbose=0).history
+            assert all(np.isfinite(values).all() for values in history.values()), case
+    assert models.build("beta_vae", res=32, jit_compile=True).jit_compile
+
+
+def test_benchmark_models_keep_the_authors_optimizer_settings():
+    models = benchmark_models()
+    factor_vae, conv, resnet = (models.build(case, res=32, nf=8)
+                                for case in ("factor_vae", "idgan_conv", "idgan_resnet64"))
+    assert isinstance(factor_vae.optimizer, vae.TorchAdam) and factor_vae.optimizer.built
+    assert float(factor_vae.optimizer.learning_rate) == pytest.approx(1e-4)
+    lrs = [[float(o.learning_rate) for o in (m.g_optimizer, m.d_optimizer)] for m in (conv, resnet)]
+    assert lrs == [[pytest.approx(1e-3), pytest.approx(1e-4)], [pytest.approx(1e-4)] * 2]
+    assert isinstance(conv.g_optimizer, idgan.TorchRMSprop) and conv.d_optimizer.built
+    with pytest.raises(ValueError, match="unknown case"):
+        models.build("idgan_resnet128")

@@ -1,9 +1,10 @@
-"""Timings of metrics.py: frechet_distance at d = 2048 beside scipy.linalg.sqrtm's route,
-and mig on 10,000 x 10 codes with 5 factors (median of a few runs each); with --stages, the
-seconds per unit of each evaluation stage that metrics.SECONDS holds for the time estimates
-of metrics.describe_evaluation (untrained 64 px color_sprites networks, a few minutes).
+"""Timings of the project's metrics.py: frechet_distance at d = 2048 beside
+scipy.linalg.sqrtm's route, and mig on 10,000 x 10 codes with 5 factors (median of a few runs
+each); with --stages, the seconds per unit of each evaluation stage that metrics.SECONDS
+holds for the time estimates of metrics.describe_evaluation, on the untrained networks of
+benchmarks/models.py's cases (64 px; the conv nets on color_sprites).
 
-    python benchmarks/metrics.py [--stages]
+    python benchmarks/metric_timings.py [--stages]
 """
 import os
 import sys
@@ -35,20 +36,20 @@ def scipy_frechet(mu1, sigma1, mu2, sigma2):
 def stage_seconds():
     """Seconds per unit of evaluate()'s stages, timed through metrics.py's own functions."""
     import data
-    import idgan
+    import models
     import vae
     truth, rng = data.ground_truth_data("color_sprites"), np.random.default_rng(0)
-    encoder = vae.build_encoder(10, 64, 3)
-    decoder = vae.image_decoder(vae.build_decoder(10, 64, 3))
-    generator = idgan.build_conv_generator(10, 0, 64, 3)
+    stage1 = models.build("beta_vae", dataset="color_sprites")
+    encoder, decoder = stage1.encoder, vae.image_decoder(stage1.decoder)
+    generator = models.build("idgan_conv", dataset="color_sprites", encoder=encoder).generator
     encode = lambda x: 1e6 * metrics._posterior(encoder, x)[0]  # noqa: E731 (every dim active)
     images = iter(data.make_dataset("color_sprites", 64, 100, seed=1))
     sprites = lambda n: metrics._generate(  # noqa: E731
         generator, metrics._sample_code(encoder, next(images)[:n], rng), rng)
     inception = metrics.inception_features_fn(weights=None)
     noise = np.random.default_rng(0).uniform(size=(50, 64, 64, 3)).astype(np.float32)
-    resnet = idgan.build_resnet_generator(10, 256, 64)
-    z, c = np.zeros((50, 256), np.float32), np.zeros((50, 10), np.float32)
+    resnet = models.build("idgan_resnet64").generator
+    z, c = (np.zeros((50, t.shape[-1]), np.float32) for t in resnet.inputs)
 
     def per_unit(run, units):
         """Marginal seconds per unit: run(units) less run(units / 10), after a warm-up."""
@@ -81,7 +82,7 @@ def main():
     if sys.argv[1:] == ["--stages"]:
         return stage_seconds()
     if sys.argv[1:]:
-        sys.exit(f"metrics.py: error: unexpected arguments {sys.argv[1:]}; only --stages")
+        sys.exit(f"metric_timings.py: error: unexpected arguments {sys.argv[1:]}; only --stages")
     rng = np.random.default_rng(0)
     d = 2048
     features = [np.maximum(rng.normal(size=(4096, d)) @ rng.normal(size=(d, d)) / 45 + 0.3 * i, 0)
