@@ -100,9 +100,10 @@ def defaults(dataset, res):
 def resolved_flags(argv, encoder, stage1):
     """The flags as a dict, unset ones taken from stage 1 or the published settings."""
     config = script_flags(argv)
-    for name in ("dataset", "data_dir", "painting"):
-        if config[name] is None:
-            config[name] = stage1.get(name)
+    config["dataset"] = config["dataset"] or stage1.get("dataset")
+    if config["dataset"] == stage1.get("dataset"):  # stage 1's data, unless another dataset
+        for name in ("data_dir", "painting"):
+            config[name] = config[name] or stage1.get(name)
     if config["dataset"] is None:
         fail("--dataset is required when --vae is a bare encoder file")
     config["res"] = config["res"] or encoder.input_shape[1]

@@ -119,3 +119,30 @@ def test_published_defaults_per_dataset(dataset, res, distill_weight, r1, g_lr, 
     assert (defaults["distill_weight"], defaults["r1"], defaults["g_lr"],
             defaults["batch_size"]) == (distill_weight, r1, g_lr, batch_size)
     assert defaults["vdb"] == (res == 1024)
+
+
+def test_stage1_data_dir_is_inherited_only_for_stage1_dataset(tmp_path):
+    """--data_dir and --painting default to stage 1's only when the dataset is stage 1's:
+    a CelebA encoder trained on a folder must not feed that folder to a Chairs GAN."""
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        image = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+        tf.io.write_file(str(folder / f"{i}.png"), tf.io.encode_png(image))
+    vae_run = tmp_path / "vae"
+    vae_run.mkdir()
+    keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                      keras.layers.Dense(6)]).save(vae_run / "encoder.keras")
+    (vae_run / "flags.json").write_text(json.dumps(
+        {"dataset": "celeba", "data_dir": str(folder), "c_dim": 3}))
+    tiny = ["--batch_size=4", "--steps=1", "--log_every=1", "--noevaluate", "--nf=4",
+            "--nf_max=8", "--nuisance_dim=2"]
+    same = run("train_idgan.py", f"--vae={vae_run}", *tiny, f"--out_dir={tmp_path / 'a'}")
+    assert same.returncode == 0, same.stderr[-2000:]
+    with open(tmp_path / "a" / "flags.json") as f:
+        assert json.load(f)["data_dir"] == str(folder)
+    other = run("train_idgan.py", f"--vae={vae_run}", "--dataset=chairs", *tiny,
+                f"--out_dir={tmp_path / 'b'}")
+    assert other.returncode == 2, other.stdout[-2000:]
+    assert str(folder) not in other.stderr and "Traceback" not in other.stderr
