@@ -131,12 +131,12 @@ def benchmark_models():
     return module
 
 
-def test_every_benchmark_case_trains_on_its_batches_streamed_and_in_memory():
+def test_every_benchmark_case_trains_on_its_batches_streamed_and_in_memory(stage2):
     models = benchmark_models()
     for case in models.CASES:
         model = models.build(case, res=32, nf=8, seed=0)
         channels = 3 if case == "idgan_resnet64" else 1
-        memory = models.batches(case, images=images(4, 32, channels))
+        memory = models.batches(case, images=stage2.images(4, 32, channels))
         streamed = models.batches(case, 4, res=32)
         for batches in (streamed, memory):
             first = next(iter(batches))
