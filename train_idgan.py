@@ -179,13 +179,13 @@ def main(argv):
         print("No evaluation: metrics.py needs --vae to be a stage-1 run directory.")
 
 
-def sampler(generator, encoder, config, code_prior=None):
+def sampler(generator, encoder, config, codes_fn=None):
     """generate(n) -> n images in [0, 1] of the (moving-average) generator for --fid_every,
-    c from the encoder on a real stream of its own, as in training, or from code_prior."""
+    c from the encoder on a real stream of its own, as in training, or from codes_fn."""
     real = data.make_dataset(config["dataset"], config["res"], 100, config["data_dir"],
                              config["seed"] + 1, config["painting"])
     return metrics.generator_sampler(generator, encoder, iter(real),
-                                     np.random.default_rng(config["seed"]), code_prior)
+                                     np.random.default_rng(config["seed"]), codes_fn)
 
 
 # ---------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import keras  # noqa: E402
 import baselines  # noqa: E402
 import data  # noqa: E402
 import idgan  # noqa: E402
+import metrics  # noqa: E402
 import train_idgan  # noqa: E402
 import vae  # noqa: E402
 from train_vae import (  # noqa: E402
@@ -200,7 +201,8 @@ def main(argv):
     generator = (baselines.decoder_as_generator(model.decoder) if config["system"] == "vae_gan"
                  else model.generator_ema)
     run.fit(model, stream, log_pictures,
-            train_idgan.sampler(generator, model.encoder, config, config.get("code_prior"))
+            train_idgan.sampler(generator, model.encoder, config, metrics.prior_codes_fn(
+                config.get("code_prior"), config["c_dim"]))
             if config["fid_every"] else None,
             os.path.join(vae_run, "factor_classifier.keras"))
     if os.path.isfile(os.path.join(vae_run, "encoder.keras")):

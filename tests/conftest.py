@@ -118,3 +118,55 @@ def stage2():
     return types.SimpleNamespace(sgd=sgd, tiny_encoder=tiny_encoder, tiny_resnets=tiny_resnets,
                                  images=images, dataset=dataset,
                                  build_replica_model=build_replica_model)
+
+
+# Tiny run directories for metrics.evaluate (test_metrics.py, test_inception_graph.py): the
+# `fake_runs` fixture below.
+
+import json  # noqa: E402
+
+
+class _NoiseImages:
+    """Stand-in ground truth whose images are uniform noise (for datasets without factors)."""
+
+    def __init__(self, res):
+        self.res = res
+
+    def sample(self, num, rng):
+        return None, rng.random((num, self.res, self.res, 1), dtype=np.float32)
+
+
+@pytest.fixture
+def fake_runs(tmp_path, monkeypatch):
+    """fake_runs(ground_truth, truth=None) -> (vae, idgan): a stage-1 run directory (8 px, one
+    channel, c_dim 3: encoder.keras, decoder.keras) and a stage-2 one (16 px, nuisance_dim 2:
+    generator.keras) of dataset "toy" in tmp_path, and a stand-in for data.py in sys.modules:
+    has_ground_truth(name) is ground_truth, make_dataset(name, res, batch_size, ...) endless
+    batches of the 64 images truth(res).sample(64, default_rng(seed)) gives (truth: a class
+    of the ground-truth interface, default uniform noise), ground_truth_data(...) truth(8)."""
+    def make(ground_truth, truth=None):
+        truth = truth or _NoiseImages
+
+        def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None):
+            images = truth(res).sample(64, np.random.default_rng(seed))[1]
+            return tf.data.Dataset.from_tensor_slices(images).repeat().batch(batch_size, True)
+
+        monkeypatch.setitem(sys.modules, "data", types.SimpleNamespace(
+            has_ground_truth=lambda name: ground_truth, make_dataset=make_dataset,
+            ground_truth_data=lambda name, **kwargs: truth(8)))
+        vae, idgan = tmp_path / "vae", tmp_path / "idgan"
+        vae.mkdir(), idgan.mkdir()
+        (vae / "flags.json").write_text(json.dumps(dict(dataset="toy", res=8, c_dim=3,
+                                                        data_dir=None)))
+        (idgan / "flags.json").write_text(json.dumps(dict(dataset="toy", res=16,
+                                                          nuisance_dim=2)))
+        x = keras.Input((8, 8, 1))
+        keras.Model(x, layers.Dense(6)(layers.Flatten()(x))).save(vae / "encoder.keras")
+        c = keras.Input((3,))
+        image = layers.Reshape((8, 8, 1))(layers.Dense(64, activation="sigmoid")(c))
+        keras.Model(c, image).save(vae / "decoder.keras")
+        z = keras.Input((2,))
+        image = layers.Dense(256, activation="tanh")(layers.Concatenate()([z, c]))
+        keras.Model([z, c], layers.Reshape((16, 16, 1))(image)).save(idgan / "generator.keras")
+        return vae, idgan
+    return make

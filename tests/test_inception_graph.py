@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 import metrics
-from test_metrics import ROOT, fake_runs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SIZE = 8  # the synthetic graph's JPEG size; it resizes to SIZE / 2 as the real one does to 299
 KERNEL = np.random.default_rng(0).normal(size=(3, 2048)).astype(np.float32)
@@ -190,8 +191,8 @@ def test_other_files_are_refused_in_one_line(tmp_path, case, reason):
     assert reason in str(error.value) and "\n" not in str(error.value), str(error.value)
 
 
-def test_evaluate_names_the_network_in_metrics_json(tmp_path, monkeypatch, graph_pb):
-    vae, _ = fake_runs(tmp_path, monkeypatch, ground_truth=False)  # 8 px grey images
+def test_evaluate_names_the_network_in_metrics_json(fake_runs, graph_pb):
+    vae, _ = fake_runs(ground_truth=False)  # 8 px grey images
     results = metrics.evaluate(str(vae), num_samples=6, batch_size=3, inception_weights=graph_pb,
                                log=lambda line: None)
     assert results["fid_features"] == metrics.INCEPTION_GRAPH

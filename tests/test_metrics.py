@@ -1,9 +1,13 @@
 """Tests of metrics.py against closed forms, independent numpy/scipy code and invariances."""
+import itertools
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
-import types
+import textwrap
+import time
 
 import keras
 import numpy as np
@@ -421,29 +425,22 @@ def test_inception_weights_errors(monkeypatch, tmp_path):
         metrics.inception_features_fn()
 
 
-def test_describe_evaluation_closed_form_sizes():
+def test_describe_evaluation_gives_each_stage_and_its_size_not_a_time_estimate():
     text = metrics.describe_evaluation(50_000, ground_truth=True, has_idgan=True)
-    for part in ("factor classifier training (5,000 steps", "970,000 images",  # 10k + 64 x 15k
-                 "90,000 images", "MIG (10,000 images", "FID, ID-GAN samples (50,000 images",
-                 "L_I (50,000 samples"):
+    for part in ("factor classifier training (5,000 steps)",
+                 "disentanglement_lib's protocol (970,000 images)",  # 10k + 64 x 15k
+                 "the paper's protocol (90,000 images)",  # 10k + 100 x 800
+                 "MIG (10,000 images)", "FID, ID-GAN samples (50,000 images)",
+                 "L_I (50,000 samples)", "GILBO, after 2,000 steps of 64 pairs (50,000 samples)",
+                 "num_samples counts"):
         assert part in text, part
+    assert not re.search(r"~|\d (s|min|h)\b|roughly|CPU", text), text
     small = metrics.describe_evaluation(100, ground_truth=False, has_idgan=False)
     assert "classifier" not in small and "FactorVAE" not in small and "ID-GAN" not in small
-    assert "FID, VAE samples (100 images" in small
-
-
-def test_progress_lines_report_elapsed_and_remaining(monkeypatch):
-    clock = iter(range(0, 1000, 40))  # each reading of the clock: 40 s later
-    monkeypatch.setattr(metrics.time, "monotonic", lambda: next(clock))
-    lines = []
-    progress = metrics._Progress(lines.append, "stage", 100)
-    double = progress.counting(lambda batch: 2 * batch)
-    assert list(double(np.ones(25))) == [2.0] * 25
-    double(np.ones(25))
-    progress.end()
-    assert lines == ["  stage: 25/100 images, 40 s elapsed, ~2 min left",  # 40 s x 75 / 25
-                     "  stage: 50/100 images, 80 s elapsed, ~80 s left",
-                     "  stage: 50/100 images in 2 min (0.42 images/s)"]  # ended early
+    assert "FID, VAE samples (100 images)" in small
+    assert "FID, real images at 32 px (100 images)" in metrics.describe_evaluation(
+        100, False, True, idgan_res=32)
+    assert "px" not in metrics.describe_evaluation(100, False, True)
 
 
 # --- L_I ---------------------------------------------------------------------
@@ -478,35 +475,53 @@ def test_distill_lower_bound_closed_form():
     assert metrics.distill_lower_bound(ignoring_c, encoder, batches, num_samples=25) < value - 1
 
 
+def test_codes_fn_draws_c_in_place_of_the_posterior():
+    """codes_fn(images, rng) gives c for each real batch instead of q(c|x), as a model with
+    a fixed prior of c needs; E reads any c back, so L_I keeps its closed form."""
+    real = np.random.default_rng(0).uniform(size=(40, 4, 4, 1)).astype(np.float32)
+    batches = tf.data.Dataset.from_tensor_slices(real).batch(10)
+    generator, encoder = aligned_models(logvar=0.3)
+    sizes = []
+
+    def uniform(images, rng):
+        sizes.append(len(images))
+        return rng.uniform(-1, 1, (len(images), 2))
+
+    value = metrics.distill_lower_bound(generator, encoder, batches, num_samples=25,
+                                        codes_fn=uniform)
+    assert sizes == [10, 10, 5]
+    assert value == pytest.approx(-0.5 * 2 * (np.log(2 * np.pi) + 0.3), abs=1e-4)
+    generate = metrics.generator_sampler(generator, encoder, iter([real[:6]]),
+                                         np.random.default_rng(0),
+                                         lambda images, rng: np.full((len(images), 2), 3.0))
+    images = np.asarray(generate(4))  # G upsamples its 4 x 4 pixels 2x
+    assert images.shape == (4, 8, 8, 1)
+    np.testing.assert_allclose(np.asarray(encoder(images[:, ::2, ::2]))[:, :2], 3.0, atol=1e-4)
+
+
+def test_prior_codes_fn_draws_the_priors_a_run_records():
+    images, rng = np.zeros((2000, 8, 8, 1)), np.random.default_rng(0)
+    uniform = metrics.prior_codes_fn("uniform", 3)(images, rng)
+    assert uniform.shape == (2000, 3) and -1 <= uniform.min() < -0.99 and 0.99 < uniform.max() <= 1
+    normal = metrics.prior_codes_fn("normal", 3)(images, rng)
+    assert normal.shape == (2000, 3) and abs(normal.std() - 1) < 0.05 and normal.min() < -2.5
+    assert metrics.prior_codes_fn(None, 3) is None
+    with pytest.raises(ValueError, match="code_prior must be"):
+        metrics.prior_codes_fn("cauchy", 3)
+
+
 # --- evaluate() and the command line -------------------------------------------------
 
 
-def fake_runs(tmp_path, monkeypatch, ground_truth):
-    """Tiny VAE (8 px) and ID-GAN (16 px) run directories, and a stand-in for data.py."""
-    def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None):
-        images = Squares(res).sample(64, np.random.default_rng(seed))[1]  # endless, as data.py's
-        return tf.data.Dataset.from_tensor_slices(images).repeat().batch(batch_size, True)
-
-    monkeypatch.setitem(sys.modules, "data", types.SimpleNamespace(
-        has_ground_truth=lambda name: ground_truth, make_dataset=make_dataset,
-        ground_truth_data=lambda name, **kwargs: Squares(8)))
-    vae, idgan = tmp_path / "vae", tmp_path / "idgan"
-    vae.mkdir(), idgan.mkdir()
-    (vae / "flags.json").write_text(json.dumps(dict(dataset="toy", res=8, c_dim=3, data_dir=None)))
-    (idgan / "flags.json").write_text(json.dumps(dict(dataset="toy", res=16, nuisance_dim=2)))
-    x = keras.Input((8, 8, 1))
-    keras.Model(x, keras.layers.Dense(6)(keras.layers.Flatten()(x))).save(vae / "encoder.keras")
-    c = keras.Input((3,))
-    image = keras.layers.Reshape((8, 8, 1))(keras.layers.Dense(64, activation="sigmoid")(c))
-    keras.Model(c, image).save(vae / "decoder.keras")
-    z = keras.Input((2,))
-    image = keras.layers.Dense(256, activation="tanh")(keras.layers.Concatenate()([z, c]))
-    keras.Model([z, c], keras.layers.Reshape((16, 16, 1))(image)).save(idgan / "generator.keras")
-    return vae, idgan
+@pytest.fixture
+def toy_runs(fake_runs):
+    """toy_runs(ground_truth) -> (vae, idgan): conftest's fake_runs on Squares' images, with
+    Squares(8) as the ground truth."""
+    return lambda ground_truth: fake_runs(ground_truth, Squares)
 
 
-def test_evaluate_ground_truth_runs(tmp_path, monkeypatch):
-    vae, idgan = fake_runs(tmp_path, monkeypatch, ground_truth=True)
+def test_evaluate_ground_truth_runs(toy_runs):
+    vae, idgan = toy_runs(True)
     lines = []
     results = metrics.evaluate(str(vae), str(idgan), num_samples=50, batch_size=20,
                                classifier_steps=2, log=lines.append)
@@ -526,8 +541,8 @@ def test_evaluate_ground_truth_runs(tmp_path, monkeypatch):
         assert any(stage in line for line in lines), (stage, lines)
 
 
-def test_evaluate_reuses_the_classifier_only_as_trained(tmp_path, monkeypatch):
-    vae, _ = fake_runs(tmp_path, monkeypatch, ground_truth=True)
+def test_evaluate_reuses_the_classifier_only_as_trained(toy_runs, monkeypatch):
+    vae, _ = toy_runs(True)
     truth = CountingSquares(8, batch_size=64)
     monkeypatch.setattr(sys.modules["data"], "ground_truth_data", lambda name, **kwargs: truth)
     run = lambda steps, num_samples=40: metrics.evaluate(  # noqa: E731
@@ -546,11 +561,11 @@ def test_evaluate_reuses_the_classifier_only_as_trained(tmp_path, monkeypatch):
     assert truth.batches == 2 + 4 + 33, "num_samples caps the steps"
 
 
-def test_evaluate_gan_trained_on_another_dataset(tmp_path, monkeypatch):
+def test_evaluate_gan_trained_on_another_dataset(toy_runs, monkeypatch):
     """An encoder of `toy` (8 px) and a GAN of `other` (16 px, both 1 channel): the GAN's FID
     and its codes come from `other`. Its generator draws ones, exactly `other`'s images, so
     its FID is 0 (equal features: equal means, zero covariances)."""
-    vae, idgan = fake_runs(tmp_path, monkeypatch, ground_truth=True)
+    vae, idgan = toy_runs(True)
     fake_data, calls = sys.modules["data"], []
     toy = fake_data.make_dataset
 
@@ -577,11 +592,11 @@ def test_evaluate_gan_trained_on_another_dataset(tmp_path, monkeypatch):
     assert results["idgan_factor_classifier"]["dataset"] == "other"
 
 
-def test_evaluate_batch_size_changes_speed_not_gilbo(tmp_path, monkeypatch):
+def test_evaluate_batch_size_changes_speed_not_gilbo(toy_runs, monkeypatch):
     """--batch_size sets the generator and feature calls (default 500 with the factor
     classifier); GILBO's auxiliary encoder trains on GILBO_BATCH pairs whatever it is, so its
     bound is the same number at any batch size."""
-    vae, idgan = fake_runs(tmp_path, monkeypatch, ground_truth=True)
+    vae, idgan = toy_runs(True)
     fake_data, batches = sys.modules["data"], []
     toy = fake_data.make_dataset
 
@@ -601,8 +616,8 @@ def test_evaluate_batch_size_changes_speed_not_gilbo(tmp_path, monkeypatch):
     assert small["gilbo"] == pytest.approx(default["gilbo"], rel=1e-6, abs=1e-6)
 
 
-def test_evaluate_refuses_a_gan_of_other_channels(tmp_path, monkeypatch):
-    vae, idgan = fake_runs(tmp_path, monkeypatch, ground_truth=True)
+def test_evaluate_refuses_a_gan_of_other_channels(toy_runs):
+    vae, idgan = toy_runs(True)
     z, c = keras.Input((2,)), keras.Input((3,))
     image = keras.layers.Dense(16 * 16 * 3)(keras.layers.Concatenate()([z, c]))
     keras.Model([z, c], keras.layers.Reshape((16, 16, 3))(image)).save(idgan / "generator.keras")
@@ -611,8 +626,8 @@ def test_evaluate_refuses_a_gan_of_other_channels(tmp_path, monkeypatch):
     assert sorted(os.listdir(vae)) == ["decoder.keras", "encoder.keras", "flags.json"]
 
 
-def test_evaluate_natural_images_uses_inception(tmp_path, monkeypatch):
-    vae, _ = fake_runs(tmp_path, monkeypatch, ground_truth=False)
+def test_evaluate_natural_images_uses_inception(toy_runs):
+    vae, _ = toy_runs(False)
     results = metrics.evaluate(str(vae), num_samples=6, batch_size=3, inception_weights=None)
     assert json.loads((vae / "metrics.json").read_text()) == results
     assert "Inception" in results["fid_features"] and np.isfinite(results["fid_vae"])
@@ -620,12 +635,55 @@ def test_evaluate_natural_images_uses_inception(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("ground_truth, num_samples", [(False, 1), (True, 31)])
-def test_evaluate_checks_sizes_first(tmp_path, monkeypatch, ground_truth, num_samples):
-    vae, _ = fake_runs(tmp_path, monkeypatch, ground_truth)
+def test_evaluate_checks_sizes_first(toy_runs, ground_truth, num_samples):
+    vae, _ = toy_runs(ground_truth)
     minimum = 32 if ground_truth else 2
     with pytest.raises(ValueError, match=f"num_samples={num_samples} must be at least {minimum}"):
         metrics.evaluate(str(vae), num_samples=num_samples)
     assert sorted(os.listdir(vae)) == ["decoder.keras", "encoder.keras", "flags.json"]
+
+
+def test_evaluate_draws_c_from_the_code_prior_a_run_records(toy_runs):
+    """An ID-GAN run whose flags.json has a code_prior (InfoGAN's) is scored on c from that
+    prior; an unknown prior is refused before anything is computed or written."""
+    vae, idgan = toy_runs(True)
+    run = lambda: metrics.evaluate(str(vae), str(idgan), num_samples=40, batch_size=20,  # noqa
+                                   classifier_steps=2, disentanglement=False, log=lambda l: None)
+    flags = json.loads((idgan / "flags.json").read_text())
+    (idgan / "flags.json").write_text(json.dumps(dict(flags, code_prior="cauchy")))
+    with pytest.raises(ValueError, match="code_prior must be"):
+        run()
+    assert sorted(os.listdir(vae)) == ["decoder.keras", "encoder.keras", "flags.json"]
+    assert not (idgan / "metrics.json").exists()
+    (idgan / "flags.json").write_text(json.dumps(flags))
+    posterior = run()
+    (idgan / "flags.json").write_text(json.dumps(dict(flags, code_prior="uniform")))
+    uniform = run()
+    assert uniform["fid_vae"] == posterior["fid_vae"]  # the VAE's c is N(0, I) either way
+    for key in ("fid_idgan", "l_i", "gilbo"):
+        assert np.isfinite(uniform[key]) and uniform[key] != posterior[key], key
+
+
+def test_evaluate_logs_progress_with_an_eta_and_each_stages_rate(toy_runs, monkeypatch):
+    """On a clock advancing 40 s per reading, each batch of a stage logs done/total, the
+    time elapsed and the ETA extrapolated from it; each stage ends with its rate."""
+    vae, idgan = toy_runs(True)
+    clock = itertools.count(0, 40)
+    monkeypatch.setattr(time, "monotonic", lambda: next(clock))
+    lines = []
+    metrics.evaluate(str(vae), str(idgan), num_samples=50, batch_size=20, classifier_steps=2,
+                     disentanglement=False, log=lines.append)
+    seconds = lambda value, unit: int(value) * (60 if unit == "min" else 1)  # noqa: E731
+    pattern = r"  FID, real images: (\d+)/50 images, (\d+) (s|min) elapsed, ~(\d+) (s|min) left"
+    etas = [match.groups() for match in map(re.compile(pattern).fullmatch, lines) if match]
+    assert [int(done) for done, *_ in etas] == [20, 40], lines
+    for done, elapsed, unit, left, left_unit in etas:
+        expected = seconds(elapsed, unit) * (50 - int(done)) / int(done)
+        assert abs(seconds(left, left_unit) - expected) <= (30 if left_unit == "min" else 0.5)
+    for stage, unit in (("FID, real images", "images"), ("FID, ID-GAN samples", "images"),
+                        ("L_I", "samples"), ("GILBO", "samples")):
+        assert any(re.fullmatch(rf"  {stage}: 50 {unit} in \d+ (s|min|h) \([\d.,]+ {unit}/s\)"
+                                r".*", line) for line in lines), (stage, lines)
 
 
 def run_directory(path, dataset):
@@ -656,3 +714,48 @@ def test_command_line_errors_are_one_line(tmp_path, arguments, message):
     errors = [line for line in result.stderr.splitlines() if line.startswith("metrics.py: error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_the_metric_library_works_copied_alone(tmp_path):
+    """metrics.py copied alone into an empty directory and imported there by a fresh isolated
+    interpreter (python -I: no PYTHONPATH, no user site, no project directory on sys.path)
+    computes a Frechet distance, MIG and the FVM on tiny synthetic inputs, and imports
+    neither data.py nor any other module of the project."""
+    shutil.copy(os.path.join(ROOT, "metrics.py"), tmp_path)
+    script = textwrap.dedent("""
+        import json, os, sys
+        sys.path.insert(0, os.getcwd())
+        import numpy as np
+        import metrics
+
+        class Toy:  # disentanglement_lib's ground-truth interface; observations = factors
+            factor_names, factor_sizes = ("a", "b"), (4, 3)
+
+            def sample_factors(self, n, rng):
+                return np.stack([rng.integers(k, size=n) for k in self.factor_sizes], 1)
+
+            def sample_observations_from_factors(self, factors, rng):
+                return factors.astype(np.float32).reshape(len(factors), 1, 1, 2)
+
+        rng = np.random.default_rng(0)
+        copies = lambda x: np.concatenate([x.reshape(len(x), 2), rng.normal(size=(len(x), 1))],
+                                          axis=1)
+        project = ("data", "vae", "idgan", "train_vae", "train_idgan", "baselines")
+        print(json.dumps(dict(
+            file=metrics.__file__,
+            fd=metrics.frechet_distance(np.zeros(3), np.eye(3), np.ones(3), 4 * np.eye(3)),
+            mig=metrics.compute_mig(Toy(), copies, rng, num_samples=2000),
+            fvm=metrics.factor_vae_score(Toy(), copies, rng, num_variance=500, batch_size=16,
+                                         num_train=100, num_eval=50),
+            project=[name for name in project if name in sys.modules])))
+    """)
+    result = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, text=True,
+                            capture_output=True, timeout=300,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert os.path.realpath(out["file"]) == os.path.realpath(tmp_path / "metrics.py")
+    assert out["project"] == [] and set(os.listdir(tmp_path)) <= {"metrics.py", "__pycache__"}
+    assert out["fd"] == pytest.approx(6.0)  # |1|^2 x 3 + 3 (1 - 2)^2
+    assert out["mig"] > 0.9
+    assert out["fvm"] == dict(train_accuracy=1.0, eval_accuracy=1.0, num_active_dims=3)
