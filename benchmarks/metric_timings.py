@@ -1,8 +1,8 @@
 """Timings of the project's metrics.py: frechet_distance at d = 2048 beside
 scipy.linalg.sqrtm's route, and mig on 10,000 x 10 codes with 5 factors (median of a few runs
-each); with --stages, the seconds per unit of each evaluation stage that metrics.SECONDS
-holds for the time estimates of metrics.describe_evaluation, on the untrained networks of
-benchmarks/models.py's cases (64 px; the conv nets on color_sprites).
+each); with --stages, the seconds per unit of each stage of metrics.evaluate (the figures
+of benchmarks/results/metric_timings, behind benchmarks/tables.py's EVAL_SECONDS), on the
+untrained networks of benchmarks/models.py's cases (64 px; the conv nets on color_sprites).
 
     python benchmarks/metric_timings.py [--stages]
 """
@@ -42,10 +42,10 @@ def stage_seconds():
     stage1 = models.build("beta_vae", dataset="color_sprites")
     encoder, decoder = stage1.encoder, vae.image_decoder(stage1.decoder)
     generator = models.build("idgan_conv", dataset="color_sprites", encoder=encoder).generator
-    encode = lambda x: 1e6 * metrics._posterior(encoder, x)[0]  # noqa: E731 (every dim active)
+    encode = lambda x: 1e6 * np.split(  # noqa: E731 (the posterior means; every dim active)
+        np.asarray(encoder(x), np.float64), 2, axis=-1)[0]
     images = iter(data.make_dataset("color_sprites", 64, 100, seed=1))
-    sprites = lambda n: metrics._generate(  # noqa: E731
-        generator, metrics._sample_code(encoder, next(images)[:n], rng), rng)
+    sprites = metrics.generator_sampler(generator, encoder, images, rng)
     inception = metrics.inception_features_fn(weights=None)
     noise = np.random.default_rng(0).uniform(size=(50, 64, 64, 3)).astype(np.float32)
     resnet = models.build("idgan_resnet64").generator
@@ -75,7 +75,7 @@ def stage_seconds():
         inception=per_unit(lambda n: [inception(noise) for _ in range(n // 50)], 300),
         resnet_64=per_unit(lambda n: [resnet([z, c]) for _ in range(n // 50)], 200))
     for name, seconds in measured.items():
-        print(f"{name}: {seconds:.2e} s per unit here, metrics.SECONDS {metrics.SECONDS[name]:.2e}")
+        print(f"{name}: {seconds:.2e} s per unit here (benchmarks/results/metric_timings)")
 
 
 def main():

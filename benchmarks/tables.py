@@ -24,6 +24,7 @@ benchmarks/table_report.py. For the paper's step counts (3e5 GAN steps, on a GPU
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -47,6 +48,12 @@ FLAGS = flags.FLAGS
 # the budget (SHARES below): stage 1, stage 2, and the rest for evaluation.
 COSTS = dict(beta_vae=0.06, factor_vae=0.07, oracle=0.03, vae_gan=0.13, idgan=0.14, gan=0.13,
              infogan=0.14, cgan=0.15, end_to_end=0.2)
+# Seconds per unit of each evaluation stage on sprites at 64 px, on the same CPU
+# (benchmarks/results/metric_timings/README.md, `python benchmarks/metric_timings.py --stages`),
+# by the first words of metrics.evaluation_stages' names. GILBO's training pairs count twice.
+EVAL_SECONDS = {"factor classifier": 0.026, "FactorVAE metric": 2.2e-4, "MIG": 2.2e-4,
+                "FID, real": 3.5e-4, "FID, VAE": 8e-4, "FID, ID-GAN": 1.1e-3, "L_I": 8e-4,
+                "GILBO": 8e-4}
 FID_POINTS, FID_SAMPLES = 10, 2000  # FIDs along each curve of --table=gap, and their size
 VAE_FLAGS = dict(c_dim=10, lr=5e-4)
 
@@ -136,12 +143,18 @@ def plan(table, budget, seeds):
         count = int(seconds * shares[stage - 1] / cost)
         return max(10, count - count % 100 if count >= 1000 else count - count % 10)
 
+    def stage_seconds(name, count):
+        unit = next(v for k, v in EVAL_SECONDS.items() if name.startswith(k))
+        pairs = re.search(r"after ([\d,]+) steps of (\d+) pairs", name)  # GILBO's training
+        extra = 2 * int(pairs[1].replace(",", "")) * int(pairs[2]) if pairs else 0
+        return unit * (count + extra)
+
     def eval_seconds(n):
         stages = [stage for _, _, gan, dis in table_evaluations(table, seeds)
-                  for stage in metrics.evaluation_stages(n, True, bool(gan), 64, dis)
+                  for stage in metrics.evaluation_stages(n, True, bool(gan), None, dis)
                   if stage[0] != "factor classifier training"]
-        classifier = min(5000, n) * metrics.SECONDS["classifier_step"]
-        return sum(stage[-1] for stage in stages) + classifier
+        classifier = min(5000, n) * EVAL_SECONDS["factor classifier"]
+        return sum(stage_seconds(name, count) for name, count, _ in stages) + classifier
 
     left = seconds * (1 - sum(shares))
     sizes = [n for n in (64, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000)
@@ -206,7 +219,7 @@ def gap_classifier(out_dir, steps):
     path = os.path.join(out_dir, "fid_classifier.keras")
     classifier_steps = min(5000, 5 * steps["stage1_steps"])
     print(f"FID features: the factor classifier {path} ({classifier_steps:,} steps, about "
-          f"{classifier_steps * metrics.SECONDS['classifier_step'] / 60:.0f} min if not cached)",
+          f"{classifier_steps * EVAL_SECONDS['factor classifier'] / 60:.0f} min if not cached)",
           flush=True)
     _, record = metrics.load_or_train_factor_classifier(
         path, data.ground_truth_data("sprites"), classifier_steps, dataset="sprites")
