@@ -164,38 +164,29 @@ def require_positive(*names):
 def define_shared_flags():
     """Flags both scripts share, registered as the running script's own (script_flags)."""
     own = dict(module_name=sys.argv[0])
-    flags.DEFINE_integer("log_every", 1000, "Steps between logs and pictures.", lower_bound=1,
+    flags.DEFINE_integer("log_every", 1000, "Steps between logs and pictures.", 1, **own)
+    flags.DEFINE_integer("backup_every", 500, "Steps between backups of the training state.", 1,
                          **own)
     flags.DEFINE_integer("seed", 0, "Random seed.", **own)
     flags.DEFINE_bool("overwrite", False, "Delete the run in --out_dir and start afresh.", **own)
     flags.DEFINE_enum("strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker", "tpu"],
-                      "tf.distribute strategy; auto: mirrored over local GPUs, else default. "
-                      "multi_worker reads TF_CONFIG.", **own)
-    flags.DEFINE_integer("backup_every", 500, "Steps between backups of the training state.",
-                         lower_bound=1, **own)
+                      "tf.distribute strategy (auto: mirrored over the local GPUs, if any; "
+                      "multi_worker reads TF_CONFIG).", **own)
     flags.DEFINE_bool("evaluate", True, "Write metrics.json (metrics.py) when training ends.",
                       **own)
-    flags.DEFINE_integer("eval_samples", None, "Samples for FID and L_I; also caps FVM / MIG "
-                         "sizes (metrics.py). Default: 50,000, fewer for short runs (5 per "
-                         "training step, at least 1,000).", lower_bound=2, **own)
-    flags.DEFINE_integer("fid_every", 0, "Steps between FIDs of the model's samples during "
-                         "training (0: none): TensorBoard scalar `fid` and fid_curve.csv.",
-                         lower_bound=0, **own)
-    flags.DEFINE_integer("fid_samples", 2000, "Samples per FID of --fid_every.", lower_bound=2,
-                         **own)
-    flags.DEFINE_string("fid_classifier", None, "--fid_every on the sprites family: the factor "
-                        "classifier whose features FID uses, used as it is if the file exists, "
-                        "else trained (5000 steps, seed 0) and saved there. Default: "
-                        "factor_classifier.keras in the stage-1 run.", **own)
-    flags.DEFINE_string("inception_weights", "imagenet", "FID network on natural images: Keras' "
-                        "ImageNet InceptionV3 ('imagenet' or a .h5 file), or the "
-                        "inception-2015-12-05 .tgz / .pb of published FIDs (metrics.py).", **own)
-    flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (helps on GPUs).", **own)
-    flags.DEFINE_integer("steps_per_execution", 1, "Train steps per call into TensorFlow; the "
-                         "host reads the losses once per call. Must divide --steps, "
-                         "--log_every and --backup_every.", lower_bound=1, **own)
-    flags.DEFINE_bool("mixed_precision", False, "bfloat16 compute, float32 weights and losses "
-                      "(helps on A100 / H100 GPUs and CPUs with AMX or AVX512-BF16).", **own)
+    flags.DEFINE_integer("eval_samples", None, "FID and L_I samples, also capping FVM and MIG "
+                         "(default: 5 per step, from 1,000 to 50,000).", 2, **own)
+    flags.DEFINE_integer("fid_every", 0, "Steps between FIDs while training (0: none).", 0, **own)
+    flags.DEFINE_integer("fid_samples", 2000, "Samples per FID of --fid_every.", 2, **own)
+    flags.DEFINE_string("fid_classifier", None, "Sprites family: the factor classifier of "
+                        "--fid_every, trained there if absent (default: the stage-1 run's).", **own)
+    flags.DEFINE_string("inception_weights", "imagenet", "Natural images' FID network: 'imagenet' "
+                        "or a .h5 (Keras' InceptionV3), or the 2015 graph's .tgz / .pb.", **own)
+    flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (for GPUs).", **own)
+    flags.DEFINE_integer("steps_per_execution", 1, "Train steps per call into TensorFlow; must "
+                         "divide --steps, --log_every, --backup_every and --fid_every.", 1, **own)
+    flags.DEFINE_bool("mixed_precision", False, "bfloat16 compute, float32 weights and losses.",
+                      **own)
     for name, exists, what in [("data_dir", os.path.isdir, "does not exist or is not a directory"),
                                ("painting", os.path.isfile, "does not exist")]:
         flags.register_validator(name, lambda v, exists=exists: v is None or exists(v), what)
