@@ -1,7 +1,7 @@
 """Stage 2: train the ID-GAN generator on a frozen stage-1 encoder.
 
-    python train_idgan.py --vae=runs/sprites_vae                 # sprites, 64 px, conv nets
-    python train_idgan.py --vae=runs/celeba_vae --res=256        # ResNet nets, 256 px
+    python train_idgan.py --vae=runs/vae_sprites                 # sprites, 64 px, conv nets
+    python train_idgan.py --vae=runs/vae_celeba --res=256        # ResNet nets, 256 px
 
 --vae is a stage-1 run directory or any encoder.keras (images in [0, 1] -> concat([mu,
 logvar])). The run directory holds generator.keras (the moving-average generator: inputs

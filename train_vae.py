@@ -1,7 +1,7 @@
 """Stage 1: train a beta-VAE or FactorVAE and save its encoder for ID-GAN.
 
-    python train_vae.py --dataset=celeba --data_dir=/data/img_align_celeba
-    python train_vae.py --dataset=sprites --model=factor_vae --out_dir=runs/vae_sprites
+    python train_vae.py --dataset=celeba --data_dir=/data/img_align_celeba   # runs/vae_celeba
+    python train_vae.py --dataset=sprites --model=factor_vae                  # runs/vae_sprites
 
 The run directory holds encoder.keras (a plain Keras model: images in [0, 1] ->
 concat([mu, logvar])), decoder.keras (codes -> images in [0, 1]), checkpoint.weights.h5
