@@ -5,16 +5,12 @@ only tensorflow, keras, numpy and scipy, so this file can be copied alone: FID (
 al. 2017) in Keras' InceptionV3, the 2015 Inception graph (TTUR's fid.py) or a factor
 classifier; the FactorVAE metric (Kim & Mnih 2018) under disentanglement_lib's protocol and
 the paper's; MIG (Chen et al. 2018); L_I (Eq. 7); GILBO (Alemi & Fischer 2018); FIDCurve.
-Part 2 evaluates run directories on the project's data.py, and is the command line (plan
-and progress on stderr, the metrics as JSON on stdout):
-
-    python metrics.py --vae=RUN [--idgan=RUN] [--num_samples=50000] [--batch_size=N]
-        [--out=PATH] [--classifier=PATH] [--inception_weights=imagenet|PATH]
+Part 2 evaluates run directories (`evaluate`), on datasets it is handed (data.py in the
+project); its command line is benchmarks/evaluate.py.
 """
 import json
 import os
 import pathlib
-import sys
 import tarfile
 import time
 
@@ -22,7 +18,6 @@ import keras
 import numpy as np
 import scipy.linalg
 import tensorflow as tf
-from absl import app, flags
 
 # ==========================================================================================
 # Part 1: the metric library. ground_truth_data: disentanglement_lib's GroundTruthData
@@ -538,8 +533,10 @@ def gilbo(generator, encoder, real_batches, num_samples=10_000, train_steps=2_00
 
 
 # ==========================================================================================
-# Part 2: evaluating run directories, and the command line, on the project's data.py.
-# Functions here `import data` inside: at the top it would stop part 1 being copied alone.
+# Part 2: evaluating run directories. The datasets come in as an argument, `datasets`: any
+# object with data.py's has_ground_truth, ground_truth_data and make_dataset (the project
+# passes data.py itself), so this file imports no other file of the project. The command
+# line is benchmarks/evaluate.py; the training scripts call evaluate when they finish.
 FVM_STAGES = {"factor_vae_score": "FactorVAE metric, disentanglement_lib's protocol",
               "factor_vae_score_paper": "FactorVAE metric, the paper's protocol"}
 # Images per generator and feature call without --batch_size: larger batches pay on a CPU
@@ -626,7 +623,7 @@ class _Progress:
                  f"({rate} {self.unit}/s){note}")
 
 
-def _load_runs(vae_run, idgan_run):
+def load_runs(vae_run, idgan_run):
     """[(flags, (dataset, data_dir, painting))] of the VAE run and the ID-GAN run if any, after
     checking their files and flags; the ID-GAN's data is its own, fields it lacks taken from
     stage 1 (as train_idgan.py does). decoder.keras is optional (InfoGAN's run has none)."""
@@ -644,51 +641,49 @@ def _load_runs(vae_run, idgan_run):
             for run in runs]
 
 
-def _size_error(runs, num_samples, flag="num_samples"):
-    """None when num_samples makes every metric well-defined, else the one-line reason."""
-    import data
+def size_error(runs, num_samples, datasets, flag="num_samples"):
+    """None when num_samples makes every metric of the runs (load_runs) well-defined, else
+    the one-line reason."""
     minimum, why = ((32, "MIG needs every factor to vary among the samples") if any(
-        data.has_ground_truth(s[0]) for _, s in runs) else (2, "FID needs two samples for a "
+        datasets.has_ground_truth(s[0]) for _, s in runs) else (2, "FID needs two samples for a "
                                                              "covariance"))
     if num_samples < minimum:  # a 3-valued factor stays constant in 32 samples w.p. 3^-31
         return f"{flag}={num_samples} must be at least {minimum} ({why})"
 
 
-def fid_feature_network(source, path, steps, seed, inception_weights, log):
+def fid_feature_network(source, path, steps, seed, inception_weights, log, datasets):
     """(features_fn, description, classifier record or None) for FID on source = (dataset,
     data_dir, painting): the factor classifier cached at `path` on ground-truth data, else
     inception_features_fn(inception_weights)."""
-    import data
     name, data_dir, painting = source
-    if not data.has_ground_truth(name):
+    if not datasets.has_ground_truth(name):
         return (inception_features_fn(inception_weights), INCEPTION_GRAPH
                 if str(inception_weights).endswith(_GRAPH_FILES) else KERAS_INCEPTION, None)
     progress = _Progress(log, f"factor classifier training ({name})", steps, "steps")
     classifier, record = load_or_train_factor_classifier(
-        path, data.ground_truth_data(name, data_dir=data_dir, painting=painting), steps,
+        path, datasets.ground_truth_data(name, data_dir=data_dir, painting=painting), steps,
         seed=seed, dataset=name + (f" (painting {painting})" if painting else ""),
         progress=progress)
     progress.end() if not record["cached"] else log(f"  factor classifier: cached {path}")
     return classifier_features_fn(classifier), "factor classifier", dict(record, path=path)
 
 
-def fid_curve(config, generate_fn, classifier_path, start_step, log=print):
+def fid_curve(config, generate_fn, classifier_path, start_step, datasets, log=print):
     """The FIDCurve of a training run's --fid_every: generate_fn(n) -> n images in [0, 1]
     against --fid_samples real images, in evaluate's features for the dataset (the factor
     classifier at --fid_classifier or classifier_path, trained with seed 0 if absent, or
     Inception). Writes fid_curve.csv and TensorBoard scalars in the run."""
-    import data
     source = (config["dataset"], config["data_dir"], config["painting"])
     classifier_path = config["fid_classifier"] or classifier_path
     log(f"FID every {config['fid_every']} steps on {config['fid_samples']:,} samples; "
         "features first:")
-    if data.has_ground_truth(source[0]) and os.path.isfile(classifier_path):
+    if datasets.has_ground_truth(source[0]) and os.path.isfile(classifier_path):
         features_fn = classifier_features_fn(  # a given classifier, used as it is
             keras.models.load_model(classifier_path, compile=False))
     else:
         features_fn = fid_feature_network(source, classifier_path, 5000, 0,
-                                          config["inception_weights"], log)[0]
-    real = data.make_dataset(config["dataset"], config["res"], 100, config["data_dir"],
+                                          config["inception_weights"], log, datasets)[0]
+    real = datasets.make_dataset(config["dataset"], config["res"], 100, config["data_dir"],
                              config["seed"] + 7, config["painting"])
     return FIDCurve(config["fid_every"], generate_fn, features_fn,
                     real_statistics(real, features_fn, config["fid_samples"]),
@@ -698,17 +693,17 @@ def fid_curve(config, generate_fn, classifier_path, start_step, log=print):
 
 def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=None,
              classifier_path=None, classifier_steps=5000, inception_weights="imagenet", seed=0,
-             disentanglement=True, log=print):
+             disentanglement=True, log=print, *, datasets):
     """FVM (both protocols) and MIG on the encoder's dataset, FIDs of VAE and ID-GAN samples,
     L_I and GILBO of runs (README "Metrics"), written to `out` (default: metrics.json in the
     last run). num_samples counts FID and L_I samples and caps the other sizes; batch_size
     changes speed only. An ID-GAN's own data (another dataset: CelebA-HQ on a CelebA encoder)
     and its flags.json's code_prior (prior_codes_fn) are used. log(line) gets the plan, then
-    progress with ETAs and rates; disentanglement=False skips FVM and MIG."""
-    import data
-    runs = _load_runs(vae_run, idgan_run)
+    progress with ETAs and rates; disentanglement=False skips FVM and MIG. datasets: the
+    images and ground truth of the runs' datasets (data.py)."""
+    runs = load_runs(vae_run, idgan_run)
     (vae_flags, source), (idgan_flags, idgan_source) = runs[0], (runs + [({}, None)])[1]
-    error = _size_error(runs, num_samples)
+    error = size_error(runs, num_samples, datasets)
     if error or (batch_size is not None and batch_size < 1) or classifier_steps < 1:
         raise ValueError(error or f"batch_size={batch_size} and classifier_steps="
                          f"{classifier_steps} must be positive")
@@ -722,7 +717,7 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
         raise ValueError(f"{idgan_run} makes {generator.output_shape[-1]}-channel images "
                          f"({idgan_source[0]}) but the encoder of {vae_run} takes "
                          f"{encoder.input_shape[-1]} channels ({source[0]})")
-    ground_truth, vae_res = data.has_ground_truth(source[0]), vae_flags["res"]
+    ground_truth, vae_res = datasets.has_ground_truth(source[0]), vae_flags["res"]
     res = idgan_flags.get("res", vae_res)
     real_again = bool(idgan_run) and (idgan_source, res) != (source, vae_res)
     log(describe_evaluation(num_samples, ground_truth, bool(idgan_run), real_again and res,
@@ -730,7 +725,7 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
     rng, steps = np.random.default_rng(seed), min(classifier_steps, num_samples)
     classifier_path = classifier_path or os.path.join(vae_run, "factor_classifier.keras")
     features_fn, fid_features, record = fid_feature_network(
-        source, classifier_path, steps, seed, inception_weights, log)
+        source, classifier_path, steps, seed, inception_weights, log, datasets)
     batch_size = batch_size or (
         CLASSIFIER_BATCH if fid_features == "factor classifier" else INCEPTION_BATCH)
     results = dict(dataset=source[0], vae=vae_run, idgan=idgan_run, num_samples=num_samples,
@@ -751,12 +746,12 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
             real_statistics(real_batches, count(features_fn), num_samples))
 
     def dataset(source, res, shift=0, batch=None):
-        return data.make_dataset(source[0], res, batch or batch_size, data_dir=source[1],
+        return datasets.make_dataset(source[0], res, batch or batch_size, data_dir=source[1],
                                  seed=seed + shift, painting=source[2])
 
     fvm_sizes, gilbo_steps = _sizes(num_samples)
     if ground_truth and disentanglement:  # on the encoder's own dataset
-        truth = data.ground_truth_data(source[0], data_dir=source[1], painting=source[2])
+        truth = datasets.ground_truth_data(source[0], data_dir=source[1], painting=source[2])
         encode = lambda images: _posterior(encoder, images)[0]  # noqa: E731
         for name, (sizes, images) in fvm_sizes.items():
             score = stage(FVM_STAGES[name], images, lambda count: factor_vae_score(
@@ -777,10 +772,10 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
     name, _, painting = idgan_source
     results["idgan_dataset"] = name
     if (name, painting) != (source[0], source[2]) and (
-            ground_truth or data.has_ground_truth(name)):  # else the same network serves
+            ground_truth or datasets.has_ground_truth(name)):  # else the same network serves
         features_fn, fid_features, record = fid_feature_network(
             idgan_source, f"{os.path.splitext(classifier_path)[0]}_{name}.keras", steps, seed,
-            inception_weights, log)
+            inception_weights, log, datasets)
         if record:
             results["idgan_factor_classifier"] = record
     results["fid_idgan_features"] = fid_features
@@ -802,49 +797,3 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
         results["gilbo_train_steps"] = gilbo_steps
     _save(out or os.path.join(idgan_run, "metrics.json"), results)
     return results
-
-
-def _fail(message):
-    """Exits with one line on stderr, no traceback, and status 2 (as train_vae.py's fail)."""
-    sys.stderr.write(f"metrics.py: error: {(str(message).strip().splitlines() or ['failed'])[0]}\n")
-    sys.exit(2)
-
-
-def _parse_flags(argv):
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        _fail(error)
-
-
-def main(argv):
-    if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}")
-    FLAGS, log = flags.FLAGS, lambda line: print(line, file=sys.stderr, flush=True)
-    try:  # sizes first, named by the flag; progress on stderr, the JSON alone on stdout
-        error = _size_error(_load_runs(FLAGS.vae, FLAGS.idgan), FLAGS.num_samples, "--num_samples")
-        if error or (FLAGS.batch_size is not None and FLAGS.batch_size < 1):
-            _fail(error or f"--batch_size={FLAGS.batch_size} must be positive")
-        results = evaluate(FLAGS.vae, FLAGS.idgan, num_samples=FLAGS.num_samples,
-                           batch_size=FLAGS.batch_size, out=FLAGS.out,
-                           classifier_path=FLAGS.classifier,
-                           inception_weights=FLAGS.inception_weights, log=log)
-    except (ImportError, OSError, ValueError, RuntimeError) as error:
-        _fail(error)
-    print(json.dumps(results, indent=2))
-
-
-if __name__ == "__main__":  # flags only then: importing metrics registers none
-    flags.DEFINE_string("vae", None, "Stage-1 run: flags.json, encoder.keras, decoder.keras.")
-    flags.DEFINE_string("idgan", None, "Optional stage-2 run: flags.json, generator.keras.")
-    flags.DEFINE_integer("num_samples", 50_000, "Real and generated images for FID and L_I; "
-                         "also caps FVM / MIG / factor classifier sizes.")
-    flags.DEFINE_integer("batch_size", None, "Images per generator or feature network call: "
-                         "500 with the factor classifier, 100 with InceptionV3 by default.")
-    flags.DEFINE_string("out", None, "Output JSON (default: metrics.json in the last run given).")
-    flags.DEFINE_string("classifier", None,
-                        "Factor classifier cache (default: VAE_RUN/factor_classifier.keras).")
-    flags.DEFINE_string("inception_weights", "imagenet", "FID network on natural images: "
-                        "imagenet, a Keras .h5 file, or inception-2015-12-05.tgz / its .pb.")
-    flags.mark_flag_as_required("vae")
-    app.run(main, flags_parser=_parse_flags)

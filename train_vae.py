@@ -398,7 +398,7 @@ class Run(keras.callbacks.Callback):
         if config["fid_every"] and self.chief:
             try:
                 callbacks.append(metrics.fid_curve(config, generate_fn, classifier_path,
-                                                   self.steps_done()))
+                                                   self.steps_done(), data))
             except (OSError, ValueError, RuntimeError) as error:  # DataError: a ValueError
                 fail(f"--fid_every: {first_line(error)}")
         model.steps_per_execution = config["steps_per_execution"]
@@ -483,12 +483,13 @@ class Run(keras.callbacks.Callback):
         num_samples = config["eval_samples"] or min(50_000, max(1_000, 5 * config["steps"]))
         runs = (vae_run, self.dir) if vae_run else (self.dir,)
         print("Evaluation follows. Skip it with --noevaluate, shrink it with --eval_samples=N, "
-              f"or run it later: python metrics.py --vae={runs[0]}"
+              f"or run it later: python benchmarks/evaluate.py --vae={runs[0]}"
               + (f" --idgan={self.dir}" if vae_run else "") + f" --num_samples={num_samples}",
               flush=True)
         try:
             results = metrics.evaluate(*runs, num_samples=num_samples,
-                                       inception_weights=config["inception_weights"])
+                                       inception_weights=config["inception_weights"],
+                                       datasets=data)
         except (OSError, ValueError, RuntimeError) as error:
             fail(f"training finished but evaluation failed: {first_line(error)}")
         print("Metrics (metrics.json):")

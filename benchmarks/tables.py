@@ -243,6 +243,7 @@ def write_json(path, value):
 
 
 def evaluate(out_dir, dirs, evaluation, steps, seed=0):
+    import data
     import metrics
     name, vae, gan, disentanglement = evaluation
     path = os.path.join(out_dir, "metrics", f"{name}.json")
@@ -253,7 +254,8 @@ def evaluate(out_dir, dirs, evaluation, steps, seed=0):
     print(f"metrics of {name} on {samples:,} samples", flush=True)
     results = metrics.evaluate(dirs[vae], gan and dirs[gan], num_samples=samples, out=path,
                                classifier_path=os.path.join(out_dir, "factor_classifier.keras"),
-                               disentanglement=disentanglement, seed=seed, log=lambda line: None)
+                               disentanglement=disentanglement, seed=seed, log=lambda line: None,
+                               datasets=data)
     write_json(path, dict(results, plan=steps))
     return results
 

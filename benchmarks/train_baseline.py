@@ -10,9 +10,9 @@ The run directory is like train_idgan.py's (flags.json, checkpoint.weights.h5, l
 grids; the same command resumes it) and holds generator.keras (inputs [z, c], images in
 [-1, 1]: the moving-average generator, or VAE-GAN's decoder), encoder.keras where the system
 learns one (InfoGAN's Q head, the VAE encoder of vae_gan and end_to_end: images in [0, 1] ->
-concat([mu, logvar])) and decoder.keras (vae_gan, end_to_end). metrics.py scores it:
-`python metrics.py --vae=RUN --idgan=RUN` (cgan: --vae=its stage-1 run). Defaults are the
-published ID-GAN / beta-VAE settings for the dataset (README), the nets Table A.3's on the
+concat([mu, logvar])) and decoder.keras (vae_gan, end_to_end). metrics.py scores it,
+`python benchmarks/evaluate.py --vae=RUN --idgan=RUN` (cgan: --vae=its stage-1 run). Defaults
+are the published ID-GAN / beta-VAE settings for the dataset (README), the nets Table A.3's on the
 sprites family and the ResNets elsewhere; the run harness is train_vae.py's.
 """
 import os

@@ -137,13 +137,20 @@ class _NoiseImages:
 
 
 @pytest.fixture
-def fake_runs(tmp_path, monkeypatch):
+def fake_datasets():
+    """The stand-in for data.py that fake_runs fills: metrics.evaluate's `datasets`."""
+    return types.SimpleNamespace()
+
+
+@pytest.fixture
+def fake_runs(tmp_path, fake_datasets):
     """fake_runs(ground_truth, truth=None) -> (vae, idgan): a stage-1 run directory (8 px, one
     channel, c_dim 3: encoder.keras, decoder.keras) and a stage-2 one (16 px, nuisance_dim 2:
-    generator.keras) of dataset "toy" in tmp_path, and a stand-in for data.py in sys.modules:
-    has_ground_truth(name) is ground_truth, make_dataset(name, res, batch_size, ...) endless
-    batches of the 64 images truth(res).sample(64, default_rng(seed)) gives (truth: a class
-    of the ground-truth interface, default uniform noise), ground_truth_data(...) truth(8)."""
+    generator.keras) of dataset "toy" in tmp_path, and fills fake_datasets, a stand-in for
+    data.py: has_ground_truth(name) is ground_truth, make_dataset(name, res, batch_size, ...)
+    endless batches of the 64 images truth(res).sample(64, default_rng(seed)) gives (truth: a
+    class of the ground-truth interface, default uniform noise), ground_truth_data(...)
+    truth(8)."""
     def make(ground_truth, truth=None):
         truth = truth or _NoiseImages
 
@@ -151,9 +158,9 @@ def fake_runs(tmp_path, monkeypatch):
             images = truth(res).sample(64, np.random.default_rng(seed))[1]
             return tf.data.Dataset.from_tensor_slices(images).repeat().batch(batch_size, True)
 
-        monkeypatch.setitem(sys.modules, "data", types.SimpleNamespace(
-            has_ground_truth=lambda name: ground_truth, make_dataset=make_dataset,
-            ground_truth_data=lambda name, **kwargs: truth(8)))
+        fake_datasets.__dict__.update(has_ground_truth=lambda name: ground_truth,
+                                      make_dataset=make_dataset,
+                                      ground_truth_data=lambda name, **kwargs: truth(8))
         vae, idgan = tmp_path / "vae", tmp_path / "idgan"
         vae.mkdir(), idgan.mkdir()
         (vae / "flags.json").write_text(json.dumps(dict(dataset="toy", res=8, c_dim=3,

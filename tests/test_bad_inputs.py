@@ -19,6 +19,7 @@ TINY = ["--res=32", "--c_dim=3", "--batch_size=8", "--log_every=2", "--noevaluat
 TINY_GAN = ["--batch_size=4", "--log_every=1", "--steps=1", "--noevaluate"]
 RUN, FRESH = "{run}", "{out}"  # --out_dir of a row: the existing run, or a new directory
 BASELINE = os.path.join("benchmarks", "train_baseline.py")
+EVALUATE = os.path.join("benchmarks", "evaluate.py")
 
 CASES = [
     # train_vae.py: flags
@@ -102,12 +103,12 @@ CASES = [
     (BASELINE, ["--system=cgan"], FRESH, "--system=cgan needs --vae"),
     (BASELINE, ["--system=cgan", "--vae={run}", "--dataset=color_sprites"], FRESH,
      "the encoder takes 1 channels"),
-    # metrics.py
-    ("metrics.py", ["--vae={run}", "stray"], None, "unexpected arguments"),
-    ("metrics.py", ["--vae={run}", "--num_samples=0"], None, "--num_samples=0"),
-    ("metrics.py", ["--vae={run}", "--num_samples=1"], None, "--num_samples=1"),
-    ("metrics.py", ["--vae={run}", "--batch_size=0"], None, "--batch_size=0 must be positive"),
-    ("metrics.py", ["--vae={root}/missing"], None, "missing"),
+    # benchmarks/evaluate.py (metrics.py's evaluation of run directories)
+    (EVALUATE, ["--vae={run}", "stray"], None, "unexpected arguments"),
+    (EVALUATE, ["--vae={run}", "--num_samples=0"], None, "--num_samples=0"),
+    (EVALUATE, ["--vae={run}", "--num_samples=1"], None, "--num_samples=1"),
+    (EVALUATE, ["--vae={run}", "--batch_size=0"], None, "--batch_size=0 must be positive"),
+    (EVALUATE, ["--vae={root}/missing"], None, "missing"),
 ]
 
 

@@ -191,10 +191,10 @@ def test_other_files_are_refused_in_one_line(tmp_path, case, reason):
     assert reason in str(error.value) and "\n" not in str(error.value), str(error.value)
 
 
-def test_evaluate_names_the_network_in_metrics_json(fake_runs, graph_pb):
+def test_evaluate_names_the_network_in_metrics_json(fake_runs, graph_pb, fake_datasets):
     vae, _ = fake_runs(ground_truth=False)  # 8 px grey images
     results = metrics.evaluate(str(vae), num_samples=6, batch_size=3, inception_weights=graph_pb,
-                               log=lambda line: None)
+                               log=lambda line: None, datasets=fake_datasets)
     assert results["fid_features"] == metrics.INCEPTION_GRAPH
     assert "comparable to published" in json.loads((vae / "metrics.json").read_text())[
         "fid_features"]
@@ -226,8 +226,9 @@ def celeba_run(tmp_path, data_dir=None):
 
 
 def run_metrics(run, weights):
-    """python metrics.py on the run with --inception_weights=weights: (status, stderr)."""
-    command = [sys.executable, "metrics.py", f"--vae={run}", "--num_samples=2",
+    """benchmarks/evaluate.py on the run with --inception_weights=weights: (status, stderr)."""
+    command = [sys.executable, os.path.join("benchmarks", "evaluate.py"), f"--vae={run}",
+               "--num_samples=2",
                "--batch_size=2", f"--inception_weights={weights}"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
@@ -235,10 +236,10 @@ def run_metrics(run, weights):
 
 
 def assert_one_error_line(status, stderr, reason):
-    """Status 2 and one line `metrics.py: error: ...` naming the reason, no traceback: the
+    """Status 2 and one line `evaluate.py: error: ...` naming the reason, no traceback: the
     line."""
     assert status == 2 and "Traceback" not in stderr, (status, stderr)
-    errors = [line for line in stderr.splitlines() if line.startswith("metrics.py: error:")]
+    errors = [line for line in stderr.splitlines() if line.startswith("evaluate.py: error:")]
     assert len(errors) == 1 and reason in errors[0], stderr
     return errors[0]
 

@@ -520,11 +520,11 @@ def toy_runs(fake_runs):
     return lambda ground_truth: fake_runs(ground_truth, Squares)
 
 
-def test_evaluate_ground_truth_runs(toy_runs):
+def test_evaluate_ground_truth_runs(toy_runs, fake_datasets):
     vae, idgan = toy_runs(True)
     lines = []
     results = metrics.evaluate(str(vae), str(idgan), num_samples=50, batch_size=20,
-                               classifier_steps=2, log=lines.append)
+                               classifier_steps=2, log=lines.append, datasets=fake_datasets)
     assert json.loads((idgan / "metrics.json").read_text()) == results
     assert (vae / "factor_classifier.keras").exists()
     for key in ("mig", "fid_vae", "fid_idgan", "l_i"):
@@ -541,13 +541,13 @@ def test_evaluate_ground_truth_runs(toy_runs):
         assert any(stage in line for line in lines), (stage, lines)
 
 
-def test_evaluate_reuses_the_classifier_only_as_trained(toy_runs, monkeypatch):
+def test_evaluate_reuses_the_classifier_only_as_trained(toy_runs, monkeypatch, fake_datasets):
     vae, _ = toy_runs(True)
     truth = CountingSquares(8, batch_size=64)
-    monkeypatch.setattr(sys.modules["data"], "ground_truth_data", lambda name, **kwargs: truth)
+    monkeypatch.setattr(fake_datasets, "ground_truth_data", lambda name, **kwargs: truth)
     run = lambda steps, num_samples=40: metrics.evaluate(  # noqa: E731
         str(vae), num_samples=num_samples, batch_size=20, classifier_steps=steps,
-        disentanglement=False, log=lambda line: None)
+        disentanglement=False, log=lambda line: None, datasets=fake_datasets)
     first = run(2)
     assert truth.batches == 2 and not first["factor_classifier"]["cached"]
     again = run(2)
@@ -561,13 +561,12 @@ def test_evaluate_reuses_the_classifier_only_as_trained(toy_runs, monkeypatch):
     assert truth.batches == 2 + 4 + 33, "num_samples caps the steps"
 
 
-def test_evaluate_gan_trained_on_another_dataset(toy_runs, monkeypatch):
+def test_evaluate_gan_trained_on_another_dataset(toy_runs, monkeypatch, fake_datasets):
     """An encoder of `toy` (8 px) and a GAN of `other` (16 px, both 1 channel): the GAN's FID
     and its codes come from `other`. Its generator draws ones, exactly `other`'s images, so
     its FID is 0 (equal features: equal means, zero covariances)."""
     vae, idgan = toy_runs(True)
-    fake_data, calls = sys.modules["data"], []
-    toy = fake_data.make_dataset
+    calls, toy = [], fake_datasets.make_dataset
 
     def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None):
         calls.append((name, res, seed))
@@ -575,7 +574,7 @@ def test_evaluate_gan_trained_on_another_dataset(toy_runs, monkeypatch):
             return toy(name, res, batch_size, seed=seed)
         return tf.data.Dataset.from_tensors(tf.ones((batch_size, res, res, 1))).repeat()
 
-    monkeypatch.setattr(fake_data, "make_dataset", make_dataset)
+    monkeypatch.setattr(fake_datasets, "make_dataset", make_dataset)
     (idgan / "flags.json").write_text(json.dumps(dict(dataset="other", res=16, data_dir=None)))
     z, c = keras.Input((2,)), keras.Input((3,))
     ones = keras.layers.Dense(256, activation="tanh", kernel_initializer="zeros",
@@ -583,7 +582,8 @@ def test_evaluate_gan_trained_on_another_dataset(toy_runs, monkeypatch):
     image = ones(keras.layers.Concatenate()([z, c]))
     keras.Model([z, c], keras.layers.Reshape((16, 16, 1))(image)).save(idgan / "generator.keras")
     results = metrics.evaluate(str(vae), str(idgan), num_samples=40, batch_size=20,
-                               classifier_steps=2, disentanglement=False, log=lambda line: None)
+                               classifier_steps=2, disentanglement=False, log=lambda line: None,
+                               datasets=fake_datasets)
     assert results["dataset"] == "toy" and results["idgan_dataset"] == "other"
     assert abs(results["fid_idgan"]) < 1e-6
     assert sorted(set(calls)) == [("other", 16, 0), ("other", 16, 1), ("other", 16, 2),
@@ -592,22 +592,21 @@ def test_evaluate_gan_trained_on_another_dataset(toy_runs, monkeypatch):
     assert results["idgan_factor_classifier"]["dataset"] == "other"
 
 
-def test_evaluate_batch_size_changes_speed_not_gilbo(toy_runs, monkeypatch):
+def test_evaluate_batch_size_changes_speed_not_gilbo(toy_runs, monkeypatch, fake_datasets):
     """--batch_size sets the generator and feature calls (default 500 with the factor
     classifier); GILBO's auxiliary encoder trains on GILBO_BATCH pairs whatever it is, so its
     bound is the same number at any batch size."""
     vae, idgan = toy_runs(True)
-    fake_data, batches = sys.modules["data"], []
-    toy = fake_data.make_dataset
+    batches, toy = [], fake_datasets.make_dataset
 
     def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None):
         batches.append(batch_size)
         return toy(name, res, batch_size, seed=seed)
 
-    monkeypatch.setattr(fake_data, "make_dataset", make_dataset)
+    monkeypatch.setattr(fake_datasets, "make_dataset", make_dataset)
     run = lambda **size: metrics.evaluate(  # noqa: E731
         str(vae), str(idgan), num_samples=40, classifier_steps=2, disentanglement=False,
-        log=lambda line: None, **size)
+        log=lambda line: None, **size, datasets=fake_datasets)
     default = run()
     assert default["batch_size"] == 500 and sorted(set(batches)) == [metrics.GILBO_BATCH, 500]
     batches.clear()
@@ -616,39 +615,42 @@ def test_evaluate_batch_size_changes_speed_not_gilbo(toy_runs, monkeypatch):
     assert small["gilbo"] == pytest.approx(default["gilbo"], rel=1e-6, abs=1e-6)
 
 
-def test_evaluate_refuses_a_gan_of_other_channels(toy_runs):
+def test_evaluate_refuses_a_gan_of_other_channels(toy_runs, fake_datasets):
     vae, idgan = toy_runs(True)
     z, c = keras.Input((2,)), keras.Input((3,))
     image = keras.layers.Dense(16 * 16 * 3)(keras.layers.Concatenate()([z, c]))
     keras.Model([z, c], keras.layers.Reshape((16, 16, 3))(image)).save(idgan / "generator.keras")
     with pytest.raises(ValueError, match="3-channel images .* takes 1 channels"):
-        metrics.evaluate(str(vae), str(idgan), num_samples=40, log=lambda line: None)
+        metrics.evaluate(str(vae), str(idgan), num_samples=40, log=lambda line: None,
+                         datasets=fake_datasets)
     assert sorted(os.listdir(vae)) == ["decoder.keras", "encoder.keras", "flags.json"]
 
 
-def test_evaluate_natural_images_uses_inception(toy_runs):
+def test_evaluate_natural_images_uses_inception(toy_runs, fake_datasets):
     vae, _ = toy_runs(False)
-    results = metrics.evaluate(str(vae), num_samples=6, batch_size=3, inception_weights=None)
+    results = metrics.evaluate(str(vae), num_samples=6, batch_size=3, inception_weights=None,
+                               datasets=fake_datasets)
     assert json.loads((vae / "metrics.json").read_text()) == results
     assert "Inception" in results["fid_features"] and np.isfinite(results["fid_vae"])
     assert "mig" not in results and "fid_idgan" not in results
 
 
 @pytest.mark.parametrize("ground_truth, num_samples", [(False, 1), (True, 31)])
-def test_evaluate_checks_sizes_first(toy_runs, ground_truth, num_samples):
+def test_evaluate_checks_sizes_first(toy_runs, ground_truth, num_samples, fake_datasets):
     vae, _ = toy_runs(ground_truth)
     minimum = 32 if ground_truth else 2
     with pytest.raises(ValueError, match=f"num_samples={num_samples} must be at least {minimum}"):
-        metrics.evaluate(str(vae), num_samples=num_samples)
+        metrics.evaluate(str(vae), num_samples=num_samples, datasets=fake_datasets)
     assert sorted(os.listdir(vae)) == ["decoder.keras", "encoder.keras", "flags.json"]
 
 
-def test_evaluate_draws_c_from_the_code_prior_a_run_records(toy_runs):
+def test_evaluate_draws_c_from_the_code_prior_a_run_records(toy_runs, fake_datasets):
     """An ID-GAN run whose flags.json has a code_prior (InfoGAN's) is scored on c from that
     prior; an unknown prior is refused before anything is computed or written."""
     vae, idgan = toy_runs(True)
     run = lambda: metrics.evaluate(str(vae), str(idgan), num_samples=40, batch_size=20,  # noqa
-                                   classifier_steps=2, disentanglement=False, log=lambda l: None)
+                                   classifier_steps=2, disentanglement=False,
+                                   log=lambda l: None, datasets=fake_datasets)
     flags = json.loads((idgan / "flags.json").read_text())
     (idgan / "flags.json").write_text(json.dumps(dict(flags, code_prior="cauchy")))
     with pytest.raises(ValueError, match="code_prior must be"):
@@ -664,7 +666,8 @@ def test_evaluate_draws_c_from_the_code_prior_a_run_records(toy_runs):
         assert np.isfinite(uniform[key]) and uniform[key] != posterior[key], key
 
 
-def test_evaluate_logs_progress_with_an_eta_and_each_stages_rate(toy_runs, monkeypatch):
+def test_evaluate_logs_progress_with_an_eta_and_each_stages_rate(toy_runs, monkeypatch,
+                                                                 fake_datasets):
     """On a clock advancing 40 s per reading, each batch of a stage logs done/total, the
     time elapsed and the ETA extrapolated from it; each stage ends with its rate."""
     vae, idgan = toy_runs(True)
@@ -672,7 +675,7 @@ def test_evaluate_logs_progress_with_an_eta_and_each_stages_rate(toy_runs, monke
     monkeypatch.setattr(time, "monotonic", lambda: next(clock))
     lines = []
     metrics.evaluate(str(vae), str(idgan), num_samples=50, batch_size=20, classifier_steps=2,
-                     disentanglement=False, log=lines.append)
+                     disentanglement=False, log=lines.append, datasets=fake_datasets)
     seconds = lambda value, unit: int(value) * (60 if unit == "min" else 1)  # noqa: E731
     pattern = r"  FID, real images: (\d+)/50 images, (\d+) (s|min) elapsed, ~(\d+) (s|min) left"
     etas = [match.groups() for match in map(re.compile(pattern).fullmatch, lines) if match]
@@ -706,12 +709,13 @@ def test_command_line_errors_are_one_line(tmp_path, arguments, message):
     runs = dict(empty=tmp_path, celeba=run_directory(tmp_path / "celeba", "celeba"),
                 sprites=run_directory(tmp_path / "sprites", "sprites"))
     before = sorted(str(p) for p in tmp_path.rglob("*"))
-    command = [sys.executable, "metrics.py"] + [a.format(**runs) for a in arguments]
+    command = [sys.executable, os.path.join("benchmarks", "evaluate.py")]
+    command += [a.format(**runs) for a in arguments]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, (result.returncode, result.stderr)  # as the training scripts
     assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("metrics.py: error:")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("evaluate.py: error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing written
 

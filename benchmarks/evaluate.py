@@ -1,0 +1,72 @@
+"""Evaluate run directories: metrics.py's evaluate on the project's datasets (data.py).
+
+    python benchmarks/evaluate.py --vae=RUN [--idgan=RUN] [--num_samples=50000]
+        [--batch_size=N] [--out=PATH] [--classifier=PATH] [--inception_weights=imagenet|PATH]
+
+The training scripts run the same evaluation when they finish; this command scores a run
+later, with other sizes or another FID network. The plan and the progress go to stderr, the
+metrics as JSON to stdout and to metrics.json in the last run given (README "Metrics"). A
+bad flag, path or file ends in one line `evaluate.py: error: ...` and exit status 2.
+"""
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+import data  # noqa: E402
+import metrics  # noqa: E402
+
+flags.DEFINE_string("vae", None, "Stage-1 run: flags.json, encoder.keras, decoder.keras.")
+flags.DEFINE_string("idgan", None, "Optional stage-2 run: flags.json, generator.keras.")
+flags.DEFINE_integer("num_samples", 50_000, "Real and generated images for FID and L_I; also "
+                     "caps FVM / MIG / factor classifier sizes.")
+flags.DEFINE_integer("batch_size", None, "Images per generator or feature network call: 500 "
+                     "with the factor classifier, 100 with InceptionV3 by default.")
+flags.DEFINE_string("out", None, "Output JSON (default: metrics.json in the last run given).")
+flags.DEFINE_string("classifier", None,
+                    "Factor classifier cache (default: VAE_RUN/factor_classifier.keras).")
+flags.DEFINE_string("inception_weights", "imagenet", "FID network on natural images: "
+                    "imagenet, a Keras .h5 file, or inception-2015-12-05.tgz / its .pb.")
+flags.mark_flag_as_required("vae")
+FLAGS = flags.FLAGS
+
+
+def fail(message):
+    """Exit with one line on stderr, no traceback, and status 2 (as train_vae.py's fail)."""
+    line = (str(message).strip().splitlines() or ["failed"])[0]
+    sys.stderr.write(f"evaluate.py: error: {line}\n")
+    sys.exit(2)
+
+
+def parse_flags(argv):
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        fail(error)
+
+
+def main(argv):
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}")
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    try:  # sizes first, named by the flag; progress on stderr, the JSON alone on stdout
+        runs = metrics.load_runs(FLAGS.vae, FLAGS.idgan)
+        error = metrics.size_error(runs, FLAGS.num_samples, data, "--num_samples")
+        if error or (FLAGS.batch_size is not None and FLAGS.batch_size < 1):
+            fail(error or f"--batch_size={FLAGS.batch_size} must be positive")
+        results = metrics.evaluate(FLAGS.vae, FLAGS.idgan, num_samples=FLAGS.num_samples,
+                                   batch_size=FLAGS.batch_size, out=FLAGS.out,
+                                   classifier_path=FLAGS.classifier,
+                                   inception_weights=FLAGS.inception_weights, log=log,
+                                   datasets=data)
+    except (ImportError, OSError, ValueError, RuntimeError) as error:
+        fail(error)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)
