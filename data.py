@@ -1,12 +1,8 @@
 """Datasets for ID-GAN: procedural sprites, dSprites and its variants, natural images.
 
-Every dataset comes out of `make_dataset` as an endless, shuffled, batched, prefetched
-`tf.data.Dataset` of float32 images in [0, 1] with shape (batch, res, res, channels).
-
-Datasets with known generative factors (the sprites family) also have a ground-truth
-interface (`ground_truth_data`) that the disentanglement metrics use: factor names and
-sizes, sampling factors, and rendering observations from factors, as disentanglement_lib's
-`GroundTruthData`.
+`make_dataset` gives an endless, shuffled, batched `tf.data.Dataset` of float32 images in
+[0, 1], (batch, res, res, channels). The sprites family also has `ground_truth_data`, the
+factors and renderer the disentanglement metrics use (disentanglement_lib's GroundTruthData).
 """
 import dataclasses
 import functools
@@ -49,8 +45,6 @@ def num_channels(name):
 
 # ---------------------------------------------------------------------------------------
 # The ground-truth interface (shared by sprites and dSprites, used by metrics.py).
-
-
 @dataclasses.dataclass(frozen=True)
 class GroundTruthData:
     """Factors of variation and a renderer: numpy RNG in, arrays out."""
@@ -60,10 +54,6 @@ class GroundTruthData:
     factor_sizes: tuple
     channels: int
     render: Callable  # (int factors (N, k), rng) -> float32 images (N, 64, 64, channels)
-
-    @property
-    def observation_shape(self):
-        return (64, 64, self.channels)
 
     def sample_factors(self, num, rng):
         return np.stack([rng.integers(0, n, num) for n in self.factor_sizes], axis=1)
@@ -86,7 +76,6 @@ FACTOR_SIZES = (3, 6, 40, 32, 32)  # dSprites' grid: 737,280 images
 # Each (shape, scale, orientation) is drawn once as a binary template centred on a pixel;
 # the 32 x 32 positions are 1-pixel shifts of it (centres 16..47, +x right, +y down).
 # Rendering is then a gather of 64 x 64 windows from a padded canvas: no per-image maths.
-
 SPRITE_RADIUS = 14.0  # pixels at scale 1; the sprite stays inside the frame at any position
 _PAD_CENTRE = 47  # template centre in the padded canvas; window offset = 47 - position centre
 _CANVAS = 95  # 64 + 31 positions
@@ -137,8 +126,6 @@ def render_sprites(templates, factors):
 # ---------------------------------------------------------------------------------------
 # Variants (Locatello et al. 2019, disentanglement_lib): colour, noise and painting
 # backgrounds are random per image and are not factors.
-
-
 def binary_images(binary, rng):  # the plain variant: one channel, no randomness
     return binary[..., None].astype(np.float32)
 
@@ -175,23 +162,19 @@ def procedural_painting(height=274, width=350):
 
 
 # disentanglement_lib and the authors' inputs.py shrink The Scream with PIL's
-# `thumbnail((350, 274))`: fit inside 350 x 274 (width x height), keep the aspect ratio,
-# never enlarge: a portrait painting (The Scream is one) keeps 274 rows and gets fewer columns.
+# thumbnail((350, 274)): width x height, aspect kept, never enlarged.
 PAINTING_BOX = (350, 274)
 
 
 def thumbnail_size(width, height, box=PAINTING_BOX):
-    """(width, height) that PIL's Image.thumbnail(box) gives: shrunk to fit the box with the
-    aspect ratio kept; the shrunk side is the whole number, floor or ceiling of its exact
-    length, whose aspect ratio is closer to the original's (the floor on a tie)."""
+    """(width, height) of PIL's Image.thumbnail(box): shrunk to fit the box, aspect ratio
+    kept; the shrunk side is the floor or ceiling of its exact length (at least 1) whose
+    aspect ratio is the closer, the floor on a tie."""
     if width <= box[0] and height <= box[1]:
         return width, height
     aspect = width / height
-
-    def closest(side, aspect_of):
-        whole = [n for n in (math.floor(side), math.ceil(side)) if n >= 1] or [1]
-        return min(whole, key=lambda n: abs(aspect_of(n) - aspect))
-
+    closest = lambda side, aspect_of: max(1, min(  # noqa: E731
+        math.floor(side), math.ceil(side), key=lambda n: abs(aspect_of(n) - aspect) if n else 1e9))
     if box[0] / box[1] >= aspect:  # the height is the limit
         return closest(box[1] * aspect, lambda w: w / box[1]), box[1]
     return box[0], closest(box[0] / aspect, lambda h: box[0] / h)
@@ -222,41 +205,34 @@ def load_painting(path):
 # ---------------------------------------------------------------------------------------
 # TFDS: load a prepared dataset, or download it. Offline, TFDS would retry for minutes;
 # instead a quick connection to the download host decides, and the error names the ways in.
-
 DOWNLOAD_PROBE_SECONDS = 5.0
 
 
-def connect_address(url):
-    """(host, port) a download of `url` connects to first: the URL's, or its scheme's proxy."""
-    parts = urllib.parse.urlsplit(url)
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if proxy and not urllib.request.proxy_bypass(parts.hostname):
-        parts = urllib.parse.urlsplit(proxy if "//" in proxy else "//" + proxy)
-    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-
-
 def download_blocker(builder):
-    """Why TFDS cannot start to download `builder`, in words, or None when its download host
-    answers within DOWNLOAD_PROBE_SECONDS. The probe runs in a daemon thread, so that a name
-    lookup that hangs counts as no answer too."""
+    """Why TFDS cannot start to download `builder`, or None when its download host (or its
+    scheme's proxy) answers within DOWNLOAD_PROBE_SECONDS. The probe runs in a daemon thread,
+    so that a name lookup that hangs counts as no answer too."""
     if not builder.url_infos:  # a manual download (celeb_a_hq): TFDS says at once what is missing
         return None
     timeout = DOWNLOAD_PROBE_SECONDS
-    host, port = connect_address(min(builder.url_infos))  # each of ours has a single host
-    reason = f"cannot connect to {host}:{port}: no answer within {timeout:g} s"
+    url = urllib.parse.urlsplit(min(builder.url_infos))  # each of ours has a single host
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(url.hostname):
+        url = urllib.parse.urlsplit(proxy if "//" in proxy else "//" + proxy)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    reason = [f"cannot connect to {host}:{port}: no answer within {timeout:g} s"]
 
     def probe():
-        nonlocal reason
         try:
             socket.create_connection((host, port), timeout=timeout).close()
-            reason = None
+            reason[0] = None
         except OSError as error:
-            reason = f"cannot connect to {host}:{port}: {first_line(error)}"
+            reason[0] = f"cannot connect to {host}:{port}: {first_line(error)}"
 
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
     thread.join(timeout)
-    return reason
+    return reason[0]
 
 
 def load_tfds(config, split, data_dir, seed, ways_in):
@@ -284,7 +260,6 @@ def load_tfds(config, split, data_dir, seed, ways_in):
 
 # ---------------------------------------------------------------------------------------
 # Real dSprites: DeepMind's npz (in --data_dir) or TFDS `dsprites`, indexed by factors.
-
 DSPRITES_NPZ = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 _FACTOR_STRIDES = np.cumprod((1,) + FACTOR_SIZES[:0:-1])[::-1]  # row-major index of factors
 TFDS_FACTORS = ("label_shape", "label_scale", "label_orientation", "label_x_position",
@@ -345,21 +320,14 @@ def ground_truth_data(name, data_dir=None, painting=None):
 
 # ---------------------------------------------------------------------------------------
 # Natural images: TFDS where it has them, else a folder of images (--data_dir).
-
+# The authors' data/preprocess.py: every image (CelebA's 202,599 are all three TFDS splits,
+# Cars' 16,185 both; TFDS' celeb_a_hq has only `train`); centre crops before resizing (Cars'
+# whole box is squashed to res x res); CelebA and Cars saved as .jpg at PIL's default
+# quality 75, which TF's encoder with the accurate integer DCT reproduces.
 TFDS_NAMES = {"celeba": "celeb_a", "celeba_hq": "celeb_a_hq", "cars": "cars196"}
-# The authors use every image (their data/preprocess.py reads every file of CelebA and
-# both Cars annotation lists): CelebA's 202,599 are all three TFDS splits, Cars' 16,185
-# both; TFDS' celeb_a_hq has only `train` (30,000).
 TFDS_SPLITS = {"celeba": "train+validation+test", "celeba_hq": "train", "cars": "train+test"}
 FOLDER_EXAMPLES = {"celeba": " such as img_align_celeba", "cars": " of cropped cars"}
-# The authors' centre crops before resizing (their data/preprocess.py).
-# Cars' whole bounding box is squashed to res x res, as theirs is; CelebA-HQ is square.
 CENTRE_CROP = {"celeba": 160, "chairs": 450}
-# Their data/preprocess.py saves each resized image under its original name, so CelebA
-# and Cars become .jpg files at PIL's default quality (75, 4:2:0 chroma) and Chairs .png
-# files; it leaves CelebA-HQ's files as they are. TF's encoder at the same quality, decoded
-# with the accurate integer DCT (PIL's), gives PIL's pixels for the same 8-bit input
-# (tests/test_data.py compares the two).
 JPEG_QUALITY = {"celeba": 75, "cars": 75}
 SHUFFLE_BUFFER_BYTES = 1 << 30
 
@@ -377,13 +345,10 @@ def image_files(data_dir):
 
 
 def preprocess(name, image, res):
-    """The authors' preprocessing (their data/preprocess.py), which writes 8-bit image
-    files: the central square, at most CENTRE_CROP pixels a side (cars: the whole box,
-    squashed); an antialiased Lanczos resize, as PIL's LANCZOS, to res x res; rounded to
-    8 bits, as PIL stores it; for CelebA and Cars a JPEG round trip (JPEG_QUALITY), as
-    their .jpg files hold. Out: float32 k / 255 in [0, 1], the values their training
-    loader (gan_training/inputs.py) reads. Resized as uint8, to skip a float copy of the
-    original: resizing is linear, so the numbers are the same."""
+    """The authors' data/preprocess.py: the central square, at most CENTRE_CROP a side (cars:
+    the whole box, squashed); PIL's antialiased LANCZOS resize to res x res; 8 bits; a JPEG
+    round trip for CelebA and Cars. Out: float32 k / 255, what their gan_training/inputs.py
+    reads. Resized as uint8 (resizing is linear: the same numbers, no float copy)."""
     if name != "cars":
         height, width = tf.shape(image)[0], tf.shape(image)[1]
         size = tf.minimum(tf.minimum(height, width), CENTRE_CROP.get(name, 1 << 30))
@@ -454,14 +419,9 @@ def natural_images(name, res, data_dir, seed):
 
 
 # ---------------------------------------------------------------------------------------
-# The GAN's input noise (the authors' gan_training/inputs.py: RandomHorizontalFlip of their
-# 8-bit images, Normalize to [-1, 1], then x + U(0, 1) / 128). Our images are 8-bit values
-# in [0, 1] (preprocess) and the GAN maps them by x * 2 - 1, so the noise here is
-# U(0, 1/256): less than one 8-bit step (1/255), it fills the gap above each value. Not
-# clipped, as theirs is not. Stateless ops keyed by (seed, start, element): a resumed run
-# repeats.
-
-
+# The GAN's input noise (the authors' gan_training/inputs.py: a random horizontal flip, then
+# x + U(0, 1) / 128 in [-1, 1]): U(0, 1/256) on our [0, 1] images, unclipped as theirs.
+# Stateless ops keyed by (seed, start, element): a resumed run repeats.
 def augment_image(image, stream_key, index):
     """Flip an 8-bit image left-right with probability 1/2, then add dequantisation noise
     in [0, 1/256)."""
@@ -473,18 +433,12 @@ def augment_image(image, stream_key, index):
 
 # ---------------------------------------------------------------------------------------
 # The one entry point for training.
-
-
 def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None, start=0,
                  augment=False):
-    """Endless, shuffled, batched, prefetched float32 images in [0, 1]: (B, res, res, C).
-
-    Natural images are 8-bit values k / 255, as the authors' preprocessed files hold
-    (preprocess). The stream is a function of (seed, start): a run resumed at step `start`
-    continues with new batches (the sprites family's batch `start` onwards; a fresh
-    shuffle otherwise). `augment` adds the GAN's flip and noise to natural images (the
-    noise is then their only non-8-bit part); the sprites family, fed to the GAN as
-    x * 2 - 1 by the authors, ignores it. Building decodes no image."""
+    """Endless, shuffled, batched, prefetched float32 images in [0, 1]: (B, res, res, C);
+    natural images are 8-bit values k / 255 (preprocess). The stream is a function of (seed,
+    start): a run resumed at step `start` gets new batches. `augment` adds the GAN's flip
+    and noise to natural images; the sprites family ignores it. Building decodes no image."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name}; choose from {', '.join(DATASETS)}")
     if data_dir is not None and not os.path.isdir(data_dir):
@@ -519,11 +473,8 @@ def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None, st
 
 
 def without_autotuning(dataset):
-    """The dataset with tf.data's autotuner off, so that parallel maps use every core.
-
-    With it on, a fit() call can run whole at one core's speed (decided anew with each
-    iterator); with it off the input pipeline keeps its throughput. Figures: see
-    benchmarks/results/speed/README.md."""
+    """The dataset with tf.data's autotuner off: with it on, a whole fit() can run at one
+    core's speed (benchmarks/results/speed/README.md)."""
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)

@@ -57,22 +57,21 @@ def _eigh(matrix, vectors=True):
 def feature_statistics(feature_batches):
     """Mean and covariance (ddof=1) of an iterable of (n, d) feature batches, from running
     float64 sums around the first batch's mean: O(d^2) memory, no cancellation."""
-    count, shift, total, total_outer = 0, None, None, None
+    count, shift, total, total_outer = 0, None, 0.0, 0.0
     for batch in feature_batches:
         batch = np.asarray(batch, np.float64)
         if batch.ndim != 2 or not np.all(np.isfinite(batch)):
             raise ValueError(f"feature batches must be (n, d) arrays without NaN or infinite "
                              f"values, got one of shape {batch.shape}.")
-        if shift is None and len(batch):
-            shift = batch.mean(axis=0)
-            total, total_outer = np.zeros_like(shift), np.zeros((len(shift), len(shift)))
-        if shift is not None and batch.shape[1] != len(shift):
+        if not len(batch):
+            continue
+        shift = batch.mean(axis=0) if shift is None else shift
+        if batch.shape[1] != len(shift):
             raise ValueError(f"feature batches have mismatched dimensions "
                              f"{len(shift)} and {batch.shape[1]}.")
-        if len(batch):
-            centred = batch - shift
-            total, total_outer = total + centred.sum(axis=0), total_outer + centred.T @ centred
-            count += len(batch)
+        centred = batch - shift
+        total, total_outer = total + centred.sum(axis=0), total_outer + centred.T @ centred
+        count += len(batch)
     if count < 2:
         raise ValueError(f"feature statistics need at least 2 samples, got {count}.")
     mean = total / count
@@ -260,13 +259,13 @@ def load_or_train_factor_classifier(path, ground_truth_data, steps=5000, batch_s
     """(classifier, record), cached at `path` with a sidecar (.json) of its training
     (dataset, steps, batch_size, seed) and accuracy: loaded if trained as asked, else
     retrained and overwritten."""
-    key = dict(dataset=dataset, steps=steps, batch_size=batch_size, seed=seed)
-    sidecar = os.path.splitext(path)[0] + ".json"
+    key, sidecar = dict(dataset=dataset, steps=steps, batch_size=batch_size, seed=seed), (
+        os.path.splitext(path)[0] + ".json")
     try:
         record = json.loads(pathlib.Path(sidecar).read_text())
     except (OSError, ValueError):
         record = {}
-    if os.path.exists(path) and {name: record.get(name) for name in key} == key:
+    if os.path.exists(path) and all(record.get(name) == value for name, value in key.items()):
         return keras.models.load_model(path, compile=False), dict(record, cached=True)
     classifier, accuracy = train_factor_classifier(ground_truth_data, steps, batch_size, seed,
                                                    progress)
@@ -533,28 +532,14 @@ def gilbo(generator, encoder, real_batches, num_samples=10_000, train_steps=2_00
 
 
 # ==========================================================================================
-# Part 2: evaluating run directories. The datasets come in as an argument, `datasets`: any
-# object with data.py's has_ground_truth, ground_truth_data and make_dataset (the project
-# passes data.py itself), so this file imports no other file of the project. The command
-# line is benchmarks/evaluate.py; the training scripts call evaluate when they finish.
+# Part 2: evaluating run directories, on `datasets`: any object with data.py's
+# has_ground_truth, ground_truth_data and make_dataset (the project passes data.py), so this
+# file imports no other file of the project. Its command line is benchmarks/evaluate.py.
 FVM_STAGES = {"factor_vae_score": "FactorVAE metric, disentanglement_lib's protocol",
               "factor_vae_score_paper": "FactorVAE metric, the paper's protocol"}
-# Images per generator and feature call without --batch_size: larger batches pay on a CPU
-# too (README "Metrics"), but InceptionV3 at 299 px needs far more memory per image. GILBO's
-# encoder trains on GILBO_BATCH pairs whatever the batch size: its bound does not depend on it.
+# Images per generator and feature call without batch_size (InceptionV3 at 299 px needs far
+# more memory per image); GILBO's encoder trains on GILBO_BATCH pairs whatever the batch.
 CLASSIFIER_BATCH, INCEPTION_BATCH, GILBO_BATCH = 500, 100, 64
-
-
-def prior_codes_fn(code_prior, c_dim):
-    """The codes_fn of the fixed prior of c that a run's flags.json names as code_prior
-    (benchmarks/baselines.py's InfoGAN): "uniform" U(-1, 1) or "normal" N(0, I); None for
-    None (c from the encoder's posterior)."""
-    if code_prior not in (None, "uniform", "normal"):
-        raise ValueError(f"code_prior must be 'uniform', 'normal' or None, not {code_prior!r}")
-    if code_prior == "uniform":
-        return lambda images, rng: rng.uniform(-1, 1, (len(images), c_dim))
-    if code_prior == "normal":
-        return lambda images, rng: rng.standard_normal((len(images), c_dim))
 
 
 def _sizes(num_samples):
@@ -571,8 +556,7 @@ def evaluation_stages(num_samples, ground_truth, has_idgan, idgan_res=None,
     """[(stage, count, unit)] of evaluate(), in order; idgan_res: the ID-GAN's resolution if
     its real images are featurised anew (another dataset or resolution than the VAE's)."""
     (fvm, gilbo_steps), n = _sizes(num_samples), num_samples
-    stages = [("factor classifier training", min(classifier_steps, n), "steps")] if (
-        ground_truth) else []
+    stages = [("factor classifier training", min(classifier_steps, n), "steps")] * ground_truth
     if ground_truth and disentanglement:
         stages += [(FVM_STAGES[name], images, "images") for name, (_, images) in fvm.items()]
         stages += [("MIG", min(10_000, n), "images")]
@@ -584,24 +568,13 @@ def evaluation_stages(num_samples, ground_truth, has_idgan, idgan_res=None,
     return stages
 
 
-def describe_evaluation(num_samples, ground_truth, has_idgan, idgan_res=None,
-                        disentanglement=True, classifier_steps=5000):
-    """What evaluate() computes, in order and how big, and how to shrink it; no time
-    estimate: each stage logs its own ETA as it runs."""
-    parts = [f"{stage} ({count:,} {unit})" for stage, count, unit in evaluation_stages(
-        num_samples, ground_truth, has_idgan, idgan_res, disentanglement, classifier_steps)]
-    return (f"Evaluation on {num_samples:,} samples: {', '.join(parts)}. Fewer samples make "
-            "it shorter: num_samples counts the FID and L_I samples and caps the other sizes.")
-
-
 class _Progress:
-    """Counts work done; logs 'stage: done/total unit, elapsed, ~left' at most every 30 s,
-    and at end() a last line with the stage's throughput."""
+    """progress(done): logs 'stage: done/total unit, elapsed, ~left' at most every 30 s;
+    end() logs the stage's total and throughput."""
 
     def __init__(self, log, stage, total, unit="images"):
-        self.log, self.stage, self.total, self.unit = log, stage, total, unit
+        self.log, self.stage, self.total, self.unit, self.done = log, stage, total, unit, 0
         self.start = self.last = time.monotonic()
-        self.done = 0
 
     def __call__(self, done):
         self.done, now = done, time.monotonic()
@@ -610,17 +583,11 @@ class _Progress:
             self.log(f"  {self.stage}: {done:,}/{self.total:,} {self.unit}, {_duration(spent)} "
                      f"elapsed, ~{_duration(spent * (self.total - done) / done)} left")
 
-    def counting(self, fn):
-        """fn, counting len(batch) done per call fn(batch)."""
-        return lambda batch: (fn(batch), self(self.done + len(batch)))[0]
-
     def end(self, note=""):
-        done = f"{self.done:,}/" if 0 < self.done < self.total else ""
-        seconds = max(time.monotonic() - self.start, 1e-9)
-        rate = (self.done or self.total) / seconds  # of what was done, or of the total
-        rate = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2g}"
-        self.log(f"  {self.stage}: {done}{self.total:,} {self.unit} in {_duration(seconds)} "
-                 f"({rate} {self.unit}/s){note}")
+        seconds, done = max(time.monotonic() - self.start, 1e-9), self.done or self.total
+        rate = f"{done / seconds:,.0f}" if done >= 10 * seconds else f"{done / seconds:.2g}"
+        self.log(f"  {self.stage}: {f'{done:,}/' if done < self.total else ''}{self.total:,} "
+                 f"{self.unit} in {_duration(seconds)} ({rate} {self.unit}/s){note}")
 
 
 def load_runs(vae_run, idgan_run):
@@ -643,11 +610,11 @@ def load_runs(vae_run, idgan_run):
 
 def size_error(runs, num_samples, datasets, flag="num_samples"):
     """None when num_samples makes every metric of the runs (load_runs) well-defined, else
-    the one-line reason."""
-    minimum, why = ((32, "MIG needs every factor to vary among the samples") if any(
-        datasets.has_ground_truth(s[0]) for _, s in runs) else (2, "FID needs two samples for a "
-                                                             "covariance"))
-    if num_samples < minimum:  # a 3-valued factor stays constant in 32 samples w.p. 3^-31
+    the one-line reason. A 3-valued factor stays constant in 32 samples w.p. 3^-31."""
+    minimum, why = (32, "MIG needs every factor to vary among the samples") if any(
+        datasets.has_ground_truth(source[0]) for _, source in runs) else (
+        2, "FID needs two samples for a covariance")
+    if num_samples < minimum:
         return f"{flag}={num_samples} must be at least {minimum} ({why})"
 
 
@@ -684,7 +651,7 @@ def fid_curve(config, generate_fn, classifier_path, start_step, datasets, log=pr
         features_fn = fid_feature_network(source, classifier_path, 5000, 0,
                                           config["inception_weights"], log, datasets)[0]
     real = datasets.make_dataset(config["dataset"], config["res"], 100, config["data_dir"],
-                             config["seed"] + 7, config["painting"])
+                                 config["seed"] + 7, config["painting"])
     return FIDCurve(config["fid_every"], generate_fn, features_fn,
                     real_statistics(real, features_fn, config["fid_samples"]),
                     config["fid_samples"], os.path.join(config["out_dir"], "fid_curve.csv"),
@@ -693,14 +660,13 @@ def fid_curve(config, generate_fn, classifier_path, start_step, datasets, log=pr
 
 def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=None,
              classifier_path=None, classifier_steps=5000, inception_weights="imagenet", seed=0,
-             disentanglement=True, log=print, *, datasets):
+             disentanglement=True, codes_fn=None, log=print, *, datasets):
     """FVM (both protocols) and MIG on the encoder's dataset, FIDs of VAE and ID-GAN samples,
     L_I and GILBO of runs (README "Metrics"), written to `out` (default: metrics.json in the
     last run). num_samples counts FID and L_I samples and caps the other sizes; batch_size
-    changes speed only. An ID-GAN's own data (another dataset: CelebA-HQ on a CelebA encoder)
-    and its flags.json's code_prior (prior_codes_fn) are used. log(line) gets the plan, then
-    progress with ETAs and rates; disentanglement=False skips FVM and MIG. datasets: the
-    images and ground truth of the runs' datasets (data.py)."""
+    changes speed only. An ID-GAN's own data (CelebA-HQ on a CelebA encoder) is used, and c
+    comes from codes_fn (generator_sampler) or the encoder's posterior. log(line) gets the
+    plan, then progress with ETAs and rates; disentanglement=False skips FVM and MIG."""
     runs = load_runs(vae_run, idgan_run)
     (vae_flags, source), (idgan_flags, idgan_source) = runs[0], (runs + [({}, None)])[1]
     error = size_error(runs, num_samples, datasets)
@@ -709,10 +675,9 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
                          f"{classifier_steps} must be positive")
     load = lambda run, name: keras.models.load_model(os.path.join(run, name), compile=False)  # noqa
     encoder = load(vae_run, "encoder.keras")
-    codes_fn = prior_codes_fn(idgan_flags.get("code_prior"), encoder.output_shape[-1] // 2)
+    generator = load(idgan_run, "generator.keras") if idgan_run else None
     decoder = load(vae_run, "decoder.keras") if os.path.isfile(
         os.path.join(vae_run, "decoder.keras")) else None
-    generator = load(idgan_run, "generator.keras") if idgan_run else None
     if generator is not None and generator.output_shape[-1] != encoder.input_shape[-1]:
         raise ValueError(f"{idgan_run} makes {generator.output_shape[-1]}-channel images "
                          f"({idgan_source[0]}) but the encoder of {vae_run} takes "
@@ -720,8 +685,10 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
     ground_truth, vae_res = datasets.has_ground_truth(source[0]), vae_flags["res"]
     res = idgan_flags.get("res", vae_res)
     real_again = bool(idgan_run) and (idgan_source, res) != (source, vae_res)
-    log(describe_evaluation(num_samples, ground_truth, bool(idgan_run), real_again and res,
-                            disentanglement, classifier_steps))
+    log(f"Evaluation on {num_samples:,} samples: " + ", ".join(  # each stage logs its ETA
+        f"{stage} ({count:,} {unit})" for stage, count, unit in evaluation_stages(
+            num_samples, ground_truth, bool(idgan_run), real_again and res, disentanglement,
+            classifier_steps)) + ". num_samples counts FID and L_I samples, capping the rest.")
     rng, steps = np.random.default_rng(seed), min(classifier_steps, num_samples)
     classifier_path = classifier_path or os.path.join(vae_run, "factor_classifier.keras")
     features_fn, fid_features, record = fid_feature_network(
@@ -730,13 +697,12 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
         CLASSIFIER_BATCH if fid_features == "factor classifier" else INCEPTION_BATCH)
     results = dict(dataset=source[0], vae=vae_run, idgan=idgan_run, num_samples=num_samples,
                    fid_features=fid_features, batch_size=batch_size)
-    if record:
-        results["factor_classifier"] = record
+    results.update({"factor_classifier": record} if record else {})
 
     def stage(name, total, run, unit="images", note=lambda value: ""):
-        """run(count), count(fn) counting fn's batches: progress lines, then the rate."""
+        """run(count), count(fn) counting the batches fn sees: progress lines, then the rate."""
         progress = _Progress(log, name, total, unit)
-        value = run(progress.counting)
+        value = run(lambda fn: lambda batch: (fn(batch), progress(progress.done + len(batch)))[0])
         progress.end(note(value))
         return value
 
@@ -747,7 +713,7 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
 
     def dataset(source, res, shift=0, batch=None):
         return datasets.make_dataset(source[0], res, batch or batch_size, data_dir=source[1],
-                                 seed=seed + shift, painting=source[2])
+                                     seed=seed + shift, painting=source[2])
 
     fvm_sizes, gilbo_steps = _sizes(num_samples)
     if ground_truth and disentanglement:  # on the encoder's own dataset
@@ -776,8 +742,7 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
         features_fn, fid_features, record = fid_feature_network(
             idgan_source, f"{os.path.splitext(classifier_path)[0]}_{name}.keras", steps, seed,
             inception_weights, log, datasets)
-        if record:
-            results["idgan_factor_classifier"] = record
+        results.update({"idgan_factor_classifier": record} if record else {})
     results["fid_idgan_features"] = fid_features
     if real_again:
         real = statistics(f"FID, real images at {res} px ({name})", features_fn,

@@ -23,8 +23,9 @@ import data  # noqa: E402
 import idgan  # noqa: E402
 import metrics  # noqa: E402
 from train_vae import (  # noqa: E402
-    Run, define_shared_flags, fail, first_line, image_grid, is_resolution, make_strategy,
-    parse_flags, published, read_flags_file, script_flags)
+    Run, define_shared_flags, fail, first_line, is_resolution, make_strategy, parse_flags,
+    published, read_flags_file, script_flags)
+from vae import image_grid  # noqa: E402
 
 FLAGS = flags.FLAGS
 

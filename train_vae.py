@@ -11,8 +11,8 @@ concat([mu, logvar])), decoder.keras (codes -> images in [0, 1]), checkpoint.wei
 The second half of this file is `Run`, the run harness that train_idgan.py shares.
 """
 import json
-import math
 import os
+import pathlib
 import sys
 import time
 
@@ -24,6 +24,7 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
 import data  # noqa: E402
+from data import first_line  # noqa: E402 (an exception as one line of words)
 import metrics  # noqa: E402
 import vae  # noqa: E402
 
@@ -69,7 +70,7 @@ def define_flags():
                          lower_bound=1)
     flags.DEFINE_string("out_dir", None, "Run directory (default: runs/vae_<dataset>).")
     flags.register_validator("res", is_resolution, "must be a power of two from 32 to 1024")
-    require_positive("lr")
+    flags.register_validator("lr", lambda v: v > 0, "must be positive")
     define_shared_flags()
     flags.register_multi_flags_validator(
         ["model", "beta"], lambda f: f["model"] == "beta_vae" or f["beta"] is None,
@@ -117,8 +118,8 @@ def main(argv):
         run.save(encoder, "encoder.keras")
         run.save(vae.image_decoder(decoder), "decoder.keras")
         reconstructions = np.concatenate([fixed_images, model(fixed_images)], axis=0)
-        return {"reconstructions": image_grid(reconstructions, rows=2),
-                "traversals": traversal_grid(encoder, decoder, fixed_images[:1])}
+        return {"reconstructions": vae.image_grid(reconstructions, rows=2),
+                "traversals": vae.traversal_grid(encoder, decoder, fixed_images[:1])}
 
     rng, sample_decoder = np.random.default_rng(config["seed"]), vae.image_decoder(decoder)
     prior_samples = lambda n: sample_decoder(  # noqa: E731
@@ -126,16 +127,6 @@ def main(argv):
     run.fit(model, stream, log_pictures, prior_samples,
             os.path.join(run.dir, "factor_classifier.keras"))
     run.evaluate()
-
-
-def traversal_grid(encoder, decoder, image, values=np.linspace(-2.5, 2.5, 10)):
-    """One row per code dimension: that dimension swept over `values`, the rest at mu(x)."""
-    mu, _ = vae.split_stats(encoder(image))
-    c_dim = mu.shape[-1]
-    codes = np.repeat(np.asarray(mu), c_dim * len(values), axis=0)
-    rows = np.repeat(np.arange(c_dim), len(values))
-    codes[np.arange(len(codes)), rows] = np.tile(values, c_dim)
-    return image_grid(keras.ops.sigmoid(decoder(codes)), rows=c_dim)
 
 
 # ---------------------------------------------------------------------------------------
@@ -156,24 +147,17 @@ def is_resolution(res):
     return res is None or (32 <= res <= 1024 and not res & (res - 1))
 
 
-def require_positive(*names):
-    for name in names:
-        flags.register_validator(name, lambda v: v is None or v > 0, "must be positive")
-
-
 def define_shared_flags():
     """Flags both scripts share, registered as the running script's own (script_flags)."""
     own = dict(module_name=sys.argv[0])
     flags.DEFINE_integer("log_every", 1000, "Steps between logs and pictures.", 1, **own)
-    flags.DEFINE_integer("backup_every", 500, "Steps between backups of the training state.", 1,
-                         **own)
+    flags.DEFINE_integer("backup_every", 500, "Steps between backups of the state.", 1, **own)
     flags.DEFINE_integer("seed", 0, "Random seed.", **own)
     flags.DEFINE_bool("overwrite", False, "Delete the run in --out_dir and start afresh.", **own)
     flags.DEFINE_enum("strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker", "tpu"],
                       "tf.distribute strategy (auto: mirrored over the local GPUs, if any; "
                       "multi_worker reads TF_CONFIG).", **own)
-    flags.DEFINE_bool("evaluate", True, "Write metrics.json (metrics.py) when training ends.",
-                      **own)
+    flags.DEFINE_bool("evaluate", True, "Write metrics.json when training ends.", **own)
     flags.DEFINE_integer("eval_samples", None, "FID and L_I samples, also capping FVM and MIG "
                          "(default: 5 per step, from 1,000 to 50,000).", 2, **own)
     flags.DEFINE_integer("fid_every", 0, "Steps between FIDs while training (0: none).", 0, **own)
@@ -185,8 +169,7 @@ def define_shared_flags():
     flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (for GPUs).", **own)
     flags.DEFINE_integer("steps_per_execution", 1, "Train steps per call into TensorFlow; must "
                          "divide --steps, --log_every, --backup_every and --fid_every.", 1, **own)
-    flags.DEFINE_bool("mixed_precision", False, "bfloat16 compute, float32 weights and losses.",
-                      **own)
+    flags.DEFINE_bool("mixed_precision", False, "bfloat16 compute, float32 weights.", **own)
     for name, exists, what in [("data_dir", os.path.isdir, "does not exist or is not a directory"),
                                ("painting", os.path.isfile, "does not exist")]:
         flags.register_validator(name, lambda v, exists=exists: v is None or exists(v), what)
@@ -202,12 +185,6 @@ def fail(message):
     """Exit with one line naming the problem (no traceback) and status 2."""
     sys.stderr.write(f"{os.path.basename(sys.argv[0])}: error: {message}\n")
     sys.exit(2)
-
-
-def first_line(error):
-    """An exception as one line of words, even when its message is empty."""
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def parse_flags(argv):
@@ -254,16 +231,6 @@ def is_chief(strategy):
     return resolver.task_type == "chief" or (not has_chief and resolver.task_id == 0)
 
 
-def image_grid(images, rows):
-    """Tile a batch of images in [0, 1] into one uint8 picture of `rows` rows."""
-    images = np.clip(np.asarray(images), 0.0, 1.0)
-    n, h, w, c = images.shape
-    cols = math.ceil(n / rows)
-    images = np.concatenate([images, np.zeros((rows * cols - n, h, w, c))], axis=0)
-    grid = images.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4)
-    return (grid.reshape(rows * h, cols * w, c) * 255).round().astype(np.uint8)
-
-
 def write_atomically(path, write):
     """write(tmp) then rename: a crash never leaves a half-written file at `path`."""
     base, name = os.path.split(path)
@@ -274,10 +241,9 @@ def write_atomically(path, write):
 
 def duration(seconds):
     """3h05m, 4m10s or 12s."""
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+    hours, minutes, seconds = int(seconds) // 3600, int(seconds) // 60 % 60, int(seconds) % 60
+    return (f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes
+            else f"{seconds}s")
 
 
 class Run(keras.callbacks.Callback):
@@ -288,10 +254,9 @@ class Run(keras.callbacks.Callback):
         run.fit(model, stream, log_pictures)  # to --steps: backups, logs, the NaN guard
         run.evaluate()                # metrics.json
 
-    As the fit's callback it counts steps, stops at --steps or at the first non-finite loss,
-    backs up the training state every --backup_every steps, and every --log_every steps
-    logs to TensorBoard, refreshes the PNG grids and prints the losses with an ETA (and a
-    progress line every 30 s between). Only the chief worker writes."""
+    As fit's callback it backs up every --backup_every steps, and every --log_every steps
+    writes TensorBoard logs and PNG grids and prints the losses with an ETA (a progress line
+    every 30 s between). Only the chief worker writes."""
 
     def __init__(self, config, strategy):
         super().__init__()
@@ -326,11 +291,9 @@ class Run(keras.callbacks.Callback):
         keras.config.set_dtype_policy("mixed_bfloat16" if config["mixed_precision"] else "float32")
 
     def start(self, model, counter, res, augment=False, pairs=False):
-        """Resume the built model from the run's backup, open the data stream at the step
-        reached (a resumed run sees new batches), create the directory and write flags.json.
-        `counter` is the optimizer whose iterations count the steps. With pairs, each step
-        is two independent batches of --batch_size. Returns the stream and its first batch
-        (reading it proves, before anything is written, that the data can be read)."""
+        """Resume the model from the run's backup, open the data stream at the step reached
+        (`counter`: the optimizer counting steps; pairs: two batches a step), read its first
+        batch (before anything is written), then write the directory. -> (stream, first)."""
         config, batch_size = self.config, self.config["batch_size"]
         self.steps_done = lambda: int(counter.iterations.numpy())
         if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -372,17 +335,12 @@ class Run(keras.callbacks.Callback):
             os.remove(probe)
         except OSError as error:
             fail(f"cannot write to --out_dir {self.dir} ({error.strerror})")
-        if self.config["overwrite"]:
-            for name in os.listdir(self.dir):
-                if name in ARTIFACTS or name.endswith((".png", ".keras")):
-                    path = os.path.join(self.dir, name)
-                    tf.io.gfile.rmtree(path) if os.path.isdir(path) else os.remove(path)
-
-        def write(path):
-            with open(path, "w") as f:
-                json.dump(self.config, f, indent=2)
-
-        write_atomically(os.path.join(self.dir, "flags.json"), write)
+        for name in os.listdir(self.dir) if self.config["overwrite"] else ():
+            if name in ARTIFACTS or name.endswith((".png", ".keras")):
+                path = os.path.join(self.dir, name)
+                tf.io.gfile.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        write_atomically(os.path.join(self.dir, "flags.json"), lambda path: pathlib.Path(
+            path).write_text(json.dumps(self.config, indent=2)))
 
     def save(self, model, name):
         """Save a Keras model into the run directory, atomically."""
@@ -475,8 +433,9 @@ class Run(keras.callbacks.Callback):
         self.model.stop_training = True
         return False
 
-    def evaluate(self, vae_run=None):
-        """metrics.evaluate on the finished run(s); a failure is one line."""
+    def evaluate(self, vae_run=None, codes_fn=None):
+        """metrics.evaluate on the finished run(s), c from codes_fn if given (InfoGAN's
+        prior); a failure is one line."""
         config = self.config
         if not config["evaluate"] or not self.chief:
             return
@@ -489,7 +448,7 @@ class Run(keras.callbacks.Callback):
         try:
             results = metrics.evaluate(*runs, num_samples=num_samples,
                                        inception_weights=config["inception_weights"],
-                                       datasets=data)
+                                       codes_fn=codes_fn, datasets=data)
         except (OSError, ValueError, RuntimeError) as error:
             fail(f"training finished but evaluation failed: {first_line(error)}")
         print("Metrics (metrics.json):")
@@ -500,8 +459,7 @@ class Run(keras.callbacks.Callback):
 def read_flags_file(path):
     """A run's flags.json as a dict, or one line saying what is wrong with the file."""
     try:
-        with open(path) as f:
-            saved = json.load(f)
+        saved = json.loads(pathlib.Path(path).read_text())
     except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError
         fail(f"{path} is not a readable run description ({first_line(error)}); "
              "restore it, or move the run away")

@@ -4,10 +4,11 @@ The encoder q(c|x) learned here is frozen and handed to stage 2 (`idgan.py`) as 
 Keras model: images in [0, 1] in, one tensor concat([mu, logvar]) of width 2 * c_dim out.
 The objectives are the paper's Eq. (1) (beta-VAE) and Kim & Mnih (2018) (FactorVAE), the
 networks its Table A.2, the settings the authors' (1Konny/idgan gan_training/dvae,
-1Konny/FactorVAE). This file needs only TensorFlow and Keras: copy it alone if you like.
+1Konny/FactorVAE). This file needs only TensorFlow, Keras and NumPy: copy it alone if you like.
 """
 import math
 
+import numpy as np
 import tensorflow as tf
 import keras
 from keras import layers, ops
@@ -313,3 +314,24 @@ def tc_optimizer(learning_rate=1e-4):
     """FactorVAE's D optimiser (1Konny/FactorVAE solver.py): PyTorch's Adam, lr 1e-4,
     beta1 0.5, beta2 0.9."""
     return adam(learning_rate, beta_1=0.5, beta_2=0.9)
+
+
+# --- Pictures: image grids and latent traversals ------------------------------------------
+def image_grid(images, rows):
+    """Tile a batch of images in [0, 1] into one uint8 picture of `rows` rows."""
+    images = np.clip(np.asarray(images), 0.0, 1.0)
+    n, h, w, c = images.shape
+    cols = math.ceil(n / rows)
+    images = np.concatenate([images, np.zeros((rows * cols - n, h, w, c))], axis=0)
+    grid = images.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4)
+    return (grid.reshape(rows * h, cols * w, c) * 255).round().astype(np.uint8)
+
+
+def traversal_grid(encoder, decoder, image, values=np.linspace(-2.5, 2.5, 10)):
+    """One row per code dimension: that dimension swept over `values`, the rest at mu(x)."""
+    mu, _ = split_stats(encoder(image))
+    c_dim = mu.shape[-1]
+    codes = np.repeat(np.asarray(mu), c_dim * len(values), axis=0)
+    rows = np.repeat(np.arange(c_dim), len(values))
+    codes[np.arange(len(codes)), rows] = np.tile(values, c_dim)
+    return image_grid(keras.ops.sigmoid(decoder(codes)), rows=c_dim)

@@ -101,6 +101,17 @@ def generator_step(model, c, discriminate, extra=None):
 CODE_PRIORS = ("uniform", "normal")
 
 
+def prior_codes_fn(code_prior, c_dim):
+    """metrics.py's codes_fn(images, rng) for the prior of c a run's flags.json names as
+    code_prior: "uniform" U(-1, 1) or "normal" N(0, I); None for None (c from the encoder)."""
+    if code_prior not in (None,) + CODE_PRIORS:
+        raise ValueError(f"code_prior must be 'uniform', 'normal' or None, not {code_prior!r}")
+    if code_prior == "uniform":
+        return lambda images, rng: rng.uniform(-1, 1, (len(images), c_dim))
+    if code_prior == "normal":
+        return lambda images, rng: rng.standard_normal((len(images), c_dim))
+
+
 def build_infogan_discriminator(discriminator, c_dim, init="authors"):
     """D with a Q head on its trunk: images in [-1, 1] -> [logit, concat([mu, logvar])].
     The head is one Dense layer on D's features (its last layer's input)."""

@@ -243,8 +243,7 @@ def write_json(path, value):
 
 
 def evaluate(out_dir, dirs, evaluation, steps, seed=0):
-    import data
-    import metrics
+    from evaluate import evaluate as evaluate_runs  # benchmarks/evaluate.py
     name, vae, gan, disentanglement = evaluation
     path = os.path.join(out_dir, "metrics", f"{name}.json")
     if os.path.exists(path) and read_json(path).get("plan") == steps:
@@ -252,10 +251,9 @@ def evaluate(out_dir, dirs, evaluation, steps, seed=0):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     samples = steps["eval_samples"]
     print(f"metrics of {name} on {samples:,} samples", flush=True)
-    results = metrics.evaluate(dirs[vae], gan and dirs[gan], num_samples=samples, out=path,
-                               classifier_path=os.path.join(out_dir, "factor_classifier.keras"),
-                               disentanglement=disentanglement, seed=seed, log=lambda line: None,
-                               datasets=data)
+    results = evaluate_runs(dirs[vae], gan and dirs[gan], num_samples=samples, out=path,
+                            classifier_path=os.path.join(out_dir, "factor_classifier.keras"),
+                            disentanglement=disentanglement, seed=seed, log=lambda line: None)
     write_json(path, dict(results, plan=steps))
     return results
 

@@ -28,12 +28,11 @@ import keras  # noqa: E402
 import baselines  # noqa: E402
 import data  # noqa: E402
 import idgan  # noqa: E402
-import metrics  # noqa: E402
 import train_idgan  # noqa: E402
 import vae  # noqa: E402
 from train_vae import (  # noqa: E402
-    Run, define_shared_flags, fail, image_grid, is_resolution, make_strategy, parse_flags,
-    published, script_flags)
+    Run, define_shared_flags, fail, is_resolution, make_strategy, parse_flags, published,
+    script_flags)
 
 FLAGS = flags.FLAGS
 SYSTEMS = ("infogan", "vae_gan", "end_to_end", "cgan")
@@ -200,13 +199,13 @@ def main(argv):
     vae_run = config["vae"] if config["system"] == "cgan" else run.dir
     generator = (baselines.decoder_as_generator(model.decoder) if config["system"] == "vae_gan"
                  else model.generator_ema)
+    codes_fn = baselines.prior_codes_fn(config.get("code_prior"), config["c_dim"])
     run.fit(model, stream, log_pictures,
-            train_idgan.sampler(generator, model.encoder, config, metrics.prior_codes_fn(
-                config.get("code_prior"), config["c_dim"]))
+            train_idgan.sampler(generator, model.encoder, config, codes_fn)
             if config["fid_every"] else None,
             os.path.join(vae_run, "factor_classifier.keras"))
     if os.path.isfile(os.path.join(vae_run, "encoder.keras")):
-        run.evaluate(vae_run=vae_run)
+        run.evaluate(vae_run=vae_run, codes_fn=codes_fn)
     elif config["evaluate"] and run.chief:
         print("No evaluation: metrics.py needs --vae to be a stage-1 run directory.")
 
@@ -237,7 +236,8 @@ def save_and_draw(model, config, run, real):
     pictures = train_idgan.draw_pictures(generator, figure6, **inputs)
     if decoder is not None:
         vae_model = model if system == "vae_gan" else model.vae
-        pictures["reconstructions"] = image_grid(np.concatenate([real, vae_model(real)]), rows=2)
+        pictures["reconstructions"] = vae.image_grid(np.concatenate([real, vae_model(real)]),
+                                                     rows=2)
     return pictures
 
 

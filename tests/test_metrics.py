@@ -18,6 +18,9 @@ import tensorflow as tf
 import metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.append(os.path.join(ROOT, "benchmarks"))  # after ROOT: the project's modules come first
+import baselines  # noqa: E402
+import evaluate as evaluate_cli  # noqa: E402 (benchmarks/evaluate.py)
 
 
 class FactorsAsObservations:
@@ -425,22 +428,30 @@ def test_inception_weights_errors(monkeypatch, tmp_path):
         metrics.inception_features_fn()
 
 
-def test_describe_evaluation_gives_each_stage_and_its_size_not_a_time_estimate():
-    text = metrics.describe_evaluation(50_000, ground_truth=True, has_idgan=True)
-    for part in ("factor classifier training (5,000 steps)",
-                 "disentanglement_lib's protocol (970,000 images)",  # 10k + 64 x 15k
-                 "the paper's protocol (90,000 images)",  # 10k + 100 x 800
-                 "MIG (10,000 images)", "FID, ID-GAN samples (50,000 images)",
-                 "L_I (50,000 samples)", "GILBO, after 2,000 steps of 64 pairs (50,000 samples)",
-                 "num_samples counts"):
-        assert part in text, part
-    assert not re.search(r"~|\d (s|min|h)\b|roughly|CPU", text), text
-    small = metrics.describe_evaluation(100, ground_truth=False, has_idgan=False)
-    assert "classifier" not in small and "FactorVAE" not in small and "ID-GAN" not in small
-    assert "FID, VAE samples (100 images)" in small
-    assert "FID, real images at 32 px (100 images)" in metrics.describe_evaluation(
+def test_evaluation_stages_give_each_stage_and_its_size_and_evaluate_logs_them(
+        toy_runs, fake_datasets):
+    stages = {name: (count, unit) for name, count, unit in metrics.evaluation_stages(
+        50_000, ground_truth=True, has_idgan=True)}
+    assert stages == {"factor classifier training": (5000, "steps"),
+                      "FactorVAE metric, disentanglement_lib's protocol": (970_000, "images"),
+                      "FactorVAE metric, the paper's protocol": (90_000, "images"),  # 10k+100x800
+                      "MIG": (10_000, "images"), "FID, real images": (50_000, "images"),
+                      "FID, VAE samples": (50_000, "images"),
+                      "FID, ID-GAN samples": (50_000, "images"), "L_I": (50_000, "samples"),
+                      "GILBO, after 2,000 steps of 64 pairs": (50_000, "samples")}
+    small = [name for name, _, _ in metrics.evaluation_stages(100, False, False)]
+    assert small == ["FID, real images", "FID, VAE samples"]
+    assert ("FID, real images at 32 px", 100, "images") in metrics.evaluation_stages(
         100, False, True, idgan_res=32)
-    assert "px" not in metrics.describe_evaluation(100, False, True)
+    assert not any("px" in name for name, _, _ in metrics.evaluation_stages(100, False, True))
+    vae, idgan = toy_runs(True)
+    lines = []
+    metrics.evaluate(str(vae), str(idgan), num_samples=40, batch_size=20, classifier_steps=2,
+                     disentanglement=False, log=lines.append, datasets=fake_datasets)
+    assert lines[0].startswith("Evaluation on 40 samples: factor classifier training (2 steps), "
+                               "FID, real images (40 images), FID, VAE samples (40 images), "
+                               "FID, real images at 16 px (40 images), "), lines[0]
+    assert not re.search(r"~|\d (s|min|h)\b|roughly|CPU", lines[0]), lines[0]
 
 
 # --- L_I ---------------------------------------------------------------------
@@ -497,17 +508,6 @@ def test_codes_fn_draws_c_in_place_of_the_posterior():
     images = np.asarray(generate(4))  # G upsamples its 4 x 4 pixels 2x
     assert images.shape == (4, 8, 8, 1)
     np.testing.assert_allclose(np.asarray(encoder(images[:, ::2, ::2]))[:, :2], 3.0, atol=1e-4)
-
-
-def test_prior_codes_fn_draws_the_priors_a_run_records():
-    images, rng = np.zeros((2000, 8, 8, 1)), np.random.default_rng(0)
-    uniform = metrics.prior_codes_fn("uniform", 3)(images, rng)
-    assert uniform.shape == (2000, 3) and -1 <= uniform.min() < -0.99 and 0.99 < uniform.max() <= 1
-    normal = metrics.prior_codes_fn("normal", 3)(images, rng)
-    assert normal.shape == (2000, 3) and abs(normal.std() - 1) < 0.05 and normal.min() < -2.5
-    assert metrics.prior_codes_fn(None, 3) is None
-    with pytest.raises(ValueError, match="code_prior must be"):
-        metrics.prior_codes_fn("cauchy", 3)
 
 
 # --- evaluate() and the command line -------------------------------------------------
@@ -644,13 +644,25 @@ def test_evaluate_checks_sizes_first(toy_runs, ground_truth, num_samples, fake_d
     assert sorted(os.listdir(vae)) == ["decoder.keras", "encoder.keras", "flags.json"]
 
 
+def test_prior_codes_fn_draws_the_priors_a_run_records():
+    images, rng = np.zeros((2000, 8, 8, 1)), np.random.default_rng(0)
+    uniform = baselines.prior_codes_fn("uniform", 3)(images, rng)
+    assert uniform.shape == (2000, 3) and -1 <= uniform.min() < -0.99 and 0.99 < uniform.max() <= 1
+    normal = baselines.prior_codes_fn("normal", 3)(images, rng)
+    assert normal.shape == (2000, 3) and abs(normal.std() - 1) < 0.05 and normal.min() < -2.5
+    assert baselines.prior_codes_fn(None, 3) is None
+    with pytest.raises(ValueError, match="code_prior must be"):
+        baselines.prior_codes_fn("cauchy", 3)
+
+
 def test_evaluate_draws_c_from_the_code_prior_a_run_records(toy_runs, fake_datasets):
-    """An ID-GAN run whose flags.json has a code_prior (InfoGAN's) is scored on c from that
-    prior; an unknown prior is refused before anything is computed or written."""
+    """benchmarks/evaluate.py scores an ID-GAN run whose flags.json has a code_prior
+    (InfoGAN's) on c from that prior; an unknown prior is refused before anything is
+    computed or written."""
     vae, idgan = toy_runs(True)
-    run = lambda: metrics.evaluate(str(vae), str(idgan), num_samples=40, batch_size=20,  # noqa
-                                   classifier_steps=2, disentanglement=False,
-                                   log=lambda l: None, datasets=fake_datasets)
+    run = lambda: evaluate_cli.evaluate(  # noqa: E731
+        str(vae), str(idgan), num_samples=40, batch_size=20, classifier_steps=2,
+        disentanglement=False, log=lambda l: None, datasets=fake_datasets)
     flags = json.loads((idgan / "flags.json").read_text())
     (idgan / "flags.json").write_text(json.dumps(dict(flags, code_prior="cauchy")))
     with pytest.raises(ValueError, match="code_prior must be"):
