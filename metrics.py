@@ -1,12 +1,10 @@
 """Metrics of ID-GAN (Lee et al. 2020, appendix C.1 and Table 3), in two parts.
 
-Part 1, the metric library, one function per metric as in disentanglement_lib; it needs
-only tensorflow, keras, numpy and scipy, so this file can be copied alone: FID (Heusel et
-al. 2017) in Keras' InceptionV3, the 2015 Inception graph (TTUR's fid.py) or a factor
-classifier; the FactorVAE metric (Kim & Mnih 2018) under disentanglement_lib's protocol and
-the paper's; MIG (Chen et al. 2018); L_I (Eq. 7); GILBO (Alemi & Fischer 2018); FIDCurve.
-Part 2 evaluates run directories (`evaluate`), on datasets it is handed (data.py in the
-project); its command line is benchmarks/evaluate.py.
+Part 1, the metric library, one function per metric as in disentanglement_lib: FID (Heusel
+et al. 2017) in Keras' InceptionV3, the 2015 Inception graph (TTUR's fid.py) or a factor
+classifier; the FactorVAE metric (Kim & Mnih 2018), both protocols; MIG (Chen et al. 2018);
+L_I (Eq. 7); GILBO (Alemi & Fischer 2018); FIDCurve. Part 2 evaluates run directories. The
+file needs only tensorflow, keras, numpy and scipy: copy it alone if you like.
 """
 import json
 import os
@@ -121,8 +119,7 @@ def inception_features_fn(weights="imagenet"):
             include_top=False, weights=weights, input_shape=(299, 299, 3), pooling="avg")
     except Exception as error:  # no network, a missing file, or not InceptionV3's weights
         raise RuntimeError(f"cannot load InceptionV3 weights {weights!r}; download them where "
-                           "there is internet and pass the local .h5 / .weights.h5 file "
-                           "(metrics.py: --inception_weights=PATH).") from error
+                           "there is internet and pass the local .h5 / .weights.h5 file") from error
 
     @tf.function(reduce_retracing=True)
     def features(images):
@@ -170,9 +167,8 @@ def read_inception_graph(path):
 
 
 def _batch_norm_arithmetic(batch_norm, names):
-    """Nodes computing a BatchNormWithGlobalNormalization node as TensorFlow's kernel did, the
-    last under its name and control inputs: (t - mean) * (rsqrt(variance +
-    variance_epsilon) * gamma) + beta, without gamma if not scale_after_normalization."""
+    """Nodes computing a BatchNormWithGlobalNormalization node as its kernel did, the last under
+    its name and control inputs: (t - mean) * (rsqrt(variance + epsilon) * gamma) + beta."""
     t, mean, variance, beta, gamma = batch_norm.input[:5]
     dtype, nodes = batch_norm.attr["T"], []
 
@@ -246,8 +242,7 @@ def train_factor_classifier(ground_truth_data, steps=5000, batch_size=64, seed=0
     for step in range(steps):
         factors, images = ground_truth_data.sample(batch_size, rng)
         classifier.train_on_batch(images, dict(zip(names, factors.T)))
-        if progress:
-            progress(step + 1)
+        progress and progress(step + 1)
     factors, images = ground_truth_data.sample(1024, rng)
     predictions = classifier.predict(images, batch_size=256, verbose=0)
     return classifier, {name: float(np.mean(np.argmax(predictions[name], -1) == factors[:, k]))
@@ -314,9 +309,10 @@ class FIDCurve(keras.callbacks.Callback):
     def __init__(self, every, generate_fn, features_fn, real_stats, num_samples, csv_path,
                  log_dir, start_step=0, batch_size=100, log=print):
         super().__init__()
-        self.every, self.generate_fn, self.features_fn = every, generate_fn, features_fn
-        self.real_stats, self.num_samples, self.batch_size = real_stats, num_samples, batch_size
-        self.csv_path, self.log_dir, self.start_step, self.log = csv_path, log_dir, start_step, log
+        self.fid = lambda: float(frechet_distance(*real_stats, *generated_statistics(
+            generate_fn, features_fn, num_samples, batch_size)))
+        self.every, self.num_samples, self.csv_path, self.log_dir, self.start_step, self.log = (
+            every, num_samples, csv_path, log_dir, start_step, log)
 
     def on_train_begin(self, logs=None):
         rows = read_fid_curve(self.csv_path) if os.path.exists(self.csv_path) else []
@@ -328,9 +324,7 @@ class FIDCurve(keras.callbacks.Callback):
         step = self.start_step + batch + 1  # as the run's monitor counts, no device read
         if step % self.every:
             return
-        start = time.monotonic()
-        value = float(frechet_distance(*self.real_stats, *generated_statistics(
-            self.generate_fn, self.features_fn, self.num_samples, self.batch_size)))
+        start, value = time.monotonic(), self.fid()
         with open(self.csv_path, "a") as f:
             f.write(f"{step},{value!r}\n")
         with self.writer.as_default(step=step):
@@ -342,9 +336,8 @@ class FIDCurve(keras.callbacks.Callback):
 
 def read_fid_curve(path):
     """[(step, fid)] from a FIDCurve csv file."""
-    with open(path) as f:
-        return [(int(step), float(value)) for step, value in
-                (line.strip().split(",") for line in f.readlines()[1:] if line.strip())]
+    rows = pathlib.Path(path).read_text().split()[1:]  # after the header "step,fid"
+    return [(int(step), float(value)) for step, value in (row.split(",") for row in rows)]
 
 
 # --- FactorVAE metric (Kim & Mnih 2018) and MIG (Chen et al. 2018), disentanglement_lib's way
@@ -488,12 +481,11 @@ def distill_lower_bound(generator, encoder, real_batches, num_samples=10_000, se
 
 def gilbo(generator, encoder, real_batches, num_samples=10_000, train_steps=2_000,
           learning_rate=1e-3, seed=0, codes_fn=None, auxiliary=None):
-    """GILBO without H(c) (Table 3, footnotes 3 to 5): E[log e(c | G(z, c))] in nats, for an
-    auxiliary encoder e (a fresh copy of the encoder, or `auxiliary`) trained with G frozen
-    to maximise it: train_steps Adam steps, each on one real batch of fresh (c, G(z, c))
-    pairs, c drawn as for L_I and G's output resized bilinearly to e's input; then averaged
-    over num_samples fresh pairs. A G that ignores c scores at best about -H(c) (for a
-    Gaussian c, -sum_j log(2 pi e var_j) / 2); one whose images carry c, far above it."""
+    """GILBO without H(c) (Table 3, footnotes 3 to 5): E[log e(c | G(z, c))] in nats over
+    num_samples fresh pairs, for an auxiliary encoder e (a fresh copy of the encoder, or
+    `auxiliary`) first trained train_steps Adam steps with G frozen, each on a real batch of
+    fresh (c, G(z, c)), c drawn as for L_I, G's output resized bilinearly to e's input. A G
+    that ignores c scores about -H(c) at best; one whose images carry c, far above it."""
     rng = np.random.default_rng(seed)
     keras.utils.set_random_seed(seed)
     auxiliary = auxiliary or keras.models.clone_model(encoder)
@@ -532,9 +524,8 @@ def gilbo(generator, encoder, real_batches, num_samples=10_000, train_steps=2_00
 
 
 # ==========================================================================================
-# Part 2: evaluating run directories, on `datasets`: any object with data.py's
-# has_ground_truth, ground_truth_data and make_dataset (the project passes data.py), so this
-# file imports no other file of the project. Its command line is benchmarks/evaluate.py.
+# Part 2: evaluating run directories, on `datasets`: data.py, or any object with its
+# has_ground_truth, ground_truth_data and make_dataset. Command line: benchmarks/evaluate.py.
 FVM_STAGES = {"factor_vae_score": "FactorVAE metric, disentanglement_lib's protocol",
               "factor_vae_score_paper": "FactorVAE metric, the paper's protocol"}
 # Images per generator and feature call without batch_size (InceptionV3 at 299 px needs far
@@ -542,35 +533,17 @@ FVM_STAGES = {"factor_vae_score": "FactorVAE metric, disentanglement_lib's proto
 CLASSIFIER_BATCH, INCEPTION_BATCH, GILBO_BATCH = 500, 100, 64
 
 
-def _sizes(num_samples):
-    """({FVM protocol: (its sizes capped by num_samples, not its batch size; images it
-    encodes)}, GILBO's training steps: min(2000, num_samples / 10))."""
+def evaluation_sizes(num_samples):
+    """The sizes of evaluate() on num_samples: ({FVM protocol: (its sizes capped by
+    num_samples, not its batch size; images it encodes)}, GILBO's training steps)."""
     fvm = {name: {k: v if k == "batch_size" else min(v, num_samples) for k, v in p.items()}
            for name, p in FVM_PROTOCOLS.items()}
     return {name: (s, s["num_variance"] + s["batch_size"] * (s["num_train"] + s["num_eval"]))
             for name, s in fvm.items()}, min(2000, max(1, num_samples // 10))
 
 
-def evaluation_stages(num_samples, ground_truth, has_idgan, idgan_res=None,
-                      disentanglement=True, classifier_steps=5000):
-    """[(stage, count, unit)] of evaluate(), in order; idgan_res: the ID-GAN's resolution if
-    its real images are featurised anew (another dataset or resolution than the VAE's)."""
-    (fvm, gilbo_steps), n = _sizes(num_samples), num_samples
-    stages = [("factor classifier training", min(classifier_steps, n), "steps")] * ground_truth
-    if ground_truth and disentanglement:
-        stages += [(FVM_STAGES[name], images, "images") for name, (_, images) in fvm.items()]
-        stages += [("MIG", min(10_000, n), "images")]
-    stages += [("FID, real images", n, "images"), ("FID, VAE samples", n, "images")]
-    if has_idgan:
-        stages += [(f"FID, real images at {idgan_res} px", n, "images")] if idgan_res else []
-        stages += [("FID, ID-GAN samples", n, "images"), ("L_I", n, "samples"), (
-            f"GILBO, after {gilbo_steps:,} steps of {GILBO_BATCH} pairs", n, "samples")]
-    return stages
-
-
 class _Progress:
-    """progress(done): logs 'stage: done/total unit, elapsed, ~left' at most every 30 s;
-    end() logs the stage's total and throughput."""
+    """progress(done) logs done/total, elapsed and ETA at most every 30 s; end(), the rate."""
 
     def __init__(self, log, stage, total, unit="images"):
         self.log, self.stage, self.total, self.unit, self.done = log, stage, total, unit, 0
@@ -591,9 +564,8 @@ class _Progress:
 
 
 def load_runs(vae_run, idgan_run):
-    """[(flags, (dataset, data_dir, painting))] of the VAE run and the ID-GAN run if any, after
-    checking their files and flags; the ID-GAN's data is its own, fields it lacks taken from
-    stage 1 (as train_idgan.py does). decoder.keras is optional (InfoGAN's run has none)."""
+    """[(flags, (dataset, data_dir, painting))] of the VAE run and the ID-GAN run if any, files
+    and flags checked (decoder.keras is optional); the ID-GAN's data fields default to stage 1's."""
     runs = []
     for run, names, keys in [(vae_run, ("encoder.keras",), ("dataset", "res", "c_dim"))] + (
             [(idgan_run, ("generator.keras",), ("res",))] if idgan_run else []):
@@ -608,20 +580,9 @@ def load_runs(vae_run, idgan_run):
             for run in runs]
 
 
-def size_error(runs, num_samples, datasets, flag="num_samples"):
-    """None when num_samples makes every metric of the runs (load_runs) well-defined, else
-    the one-line reason. A 3-valued factor stays constant in 32 samples w.p. 3^-31."""
-    minimum, why = (32, "MIG needs every factor to vary among the samples") if any(
-        datasets.has_ground_truth(source[0]) for _, source in runs) else (
-        2, "FID needs two samples for a covariance")
-    if num_samples < minimum:
-        return f"{flag}={num_samples} must be at least {minimum} ({why})"
-
-
 def fid_feature_network(source, path, steps, seed, inception_weights, log, datasets):
     """(features_fn, description, classifier record or None) for FID on source = (dataset,
-    data_dir, painting): the factor classifier cached at `path` on ground-truth data, else
-    inception_features_fn(inception_weights)."""
+    data_dir, painting): on ground truth the factor classifier cached at `path`, else Inception."""
     name, data_dir, painting = source
     if not datasets.has_ground_truth(name):
         return (inception_features_fn(inception_weights), INCEPTION_GRAPH
@@ -635,44 +596,23 @@ def fid_feature_network(source, path, steps, seed, inception_weights, log, datas
     return classifier_features_fn(classifier), "factor classifier", dict(record, path=path)
 
 
-def fid_curve(config, generate_fn, classifier_path, start_step, datasets, log=print):
-    """The FIDCurve of a training run's --fid_every: generate_fn(n) -> n images in [0, 1]
-    against --fid_samples real images, in evaluate's features for the dataset (the factor
-    classifier at --fid_classifier or classifier_path, trained with seed 0 if absent, or
-    Inception). Writes fid_curve.csv and TensorBoard scalars in the run."""
-    source = (config["dataset"], config["data_dir"], config["painting"])
-    classifier_path = config["fid_classifier"] or classifier_path
-    log(f"FID every {config['fid_every']} steps on {config['fid_samples']:,} samples; "
-        "features first:")
-    if datasets.has_ground_truth(source[0]) and os.path.isfile(classifier_path):
-        features_fn = classifier_features_fn(  # a given classifier, used as it is
-            keras.models.load_model(classifier_path, compile=False))
-    else:
-        features_fn = fid_feature_network(source, classifier_path, 5000, 0,
-                                          config["inception_weights"], log, datasets)[0]
-    real = datasets.make_dataset(config["dataset"], config["res"], 100, config["data_dir"],
-                                 config["seed"] + 7, config["painting"])
-    return FIDCurve(config["fid_every"], generate_fn, features_fn,
-                    real_statistics(real, features_fn, config["fid_samples"]),
-                    config["fid_samples"], os.path.join(config["out_dir"], "fid_curve.csv"),
-                    os.path.join(config["out_dir"], "logs"), start_step)
-
-
 def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=None,
              classifier_path=None, classifier_steps=5000, inception_weights="imagenet", seed=0,
              disentanglement=True, codes_fn=None, log=print, *, datasets):
     """FVM (both protocols) and MIG on the encoder's dataset, FIDs of VAE and ID-GAN samples,
     L_I and GILBO of runs (README "Metrics"), written to `out` (default: metrics.json in the
     last run). num_samples counts FID and L_I samples and caps the other sizes; batch_size
-    changes speed only. An ID-GAN's own data (CelebA-HQ on a CelebA encoder) is used, and c
-    comes from codes_fn (generator_sampler) or the encoder's posterior. log(line) gets the
-    plan, then progress with ETAs and rates; disentanglement=False skips FVM and MIG."""
+    changes speed only. An ID-GAN's own data (CelebA-HQ on a CelebA encoder) is used, c from
+    codes_fn (generator_sampler) or the encoder; disentanglement=False skips FVM and MIG."""
     runs = load_runs(vae_run, idgan_run)
     (vae_flags, source), (idgan_flags, idgan_source) = runs[0], (runs + [({}, None)])[1]
-    error = size_error(runs, num_samples, datasets)
-    if error or (batch_size is not None and batch_size < 1) or classifier_steps < 1:
-        raise ValueError(error or f"batch_size={batch_size} and classifier_steps="
-                         f"{classifier_steps} must be positive")
+    minimum, why = (32, "MIG needs every factor to vary among the samples") if any(  # 3^-31
+        datasets.has_ground_truth(s[0]) for _, s in runs) else (2, "FID needs a covariance")
+    if num_samples < minimum:  # before anything is computed or written
+        raise ValueError(f"num_samples={num_samples} must be at least {minimum} ({why})")
+    if (batch_size is not None and batch_size < 1) or classifier_steps < 1:
+        raise ValueError(f"batch_size={batch_size} and classifier_steps={classifier_steps} "
+                         "must be positive")
     load = lambda run, name: keras.models.load_model(os.path.join(run, name), compile=False)  # noqa
     encoder = load(vae_run, "encoder.keras")
     generator = load(idgan_run, "generator.keras") if idgan_run else None
@@ -685,10 +625,6 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
     ground_truth, vae_res = datasets.has_ground_truth(source[0]), vae_flags["res"]
     res = idgan_flags.get("res", vae_res)
     real_again = bool(idgan_run) and (idgan_source, res) != (source, vae_res)
-    log(f"Evaluation on {num_samples:,} samples: " + ", ".join(  # each stage logs its ETA
-        f"{stage} ({count:,} {unit})" for stage, count, unit in evaluation_stages(
-            num_samples, ground_truth, bool(idgan_run), real_again and res, disentanglement,
-            classifier_steps)) + ". num_samples counts FID and L_I samples, capping the rest.")
     rng, steps = np.random.default_rng(seed), min(classifier_steps, num_samples)
     classifier_path = classifier_path or os.path.join(vae_run, "factor_classifier.keras")
     features_fn, fid_features, record = fid_feature_network(
@@ -715,7 +651,7 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
         return datasets.make_dataset(source[0], res, batch or batch_size, data_dir=source[1],
                                      seed=seed + shift, painting=source[2])
 
-    fvm_sizes, gilbo_steps = _sizes(num_samples)
+    fvm_sizes, gilbo_steps = evaluation_sizes(num_samples)
     if ground_truth and disentanglement:  # on the encoder's own dataset
         truth = datasets.ground_truth_data(source[0], data_dir=source[1], painting=source[2])
         encode = lambda images: _posterior(encoder, images)[0]  # noqa: E731

@@ -6,9 +6,8 @@
 The run directory holds encoder.keras (a plain Keras model: images in [0, 1] ->
 concat([mu, logvar])), decoder.keras (codes -> images in [0, 1]), checkpoint.weights.h5
 (the whole training state), flags.json, TensorBoard logs in logs/ and picture grids
-(reconstructions.png, traversals.png). Running the same command again resumes.
-
-The second half of this file is `Run`, the run harness that train_idgan.py shares.
+(reconstructions.png, traversals.png). Running the same command again resumes. The second
+half of this file is `Run`, the run harness that train_idgan.py shares.
 """
 import json
 import os
@@ -233,8 +232,7 @@ def is_chief(strategy):
 
 def write_atomically(path, write):
     """write(tmp) then rename: a crash never leaves a half-written file at `path`."""
-    base, name = os.path.split(path)
-    tmp = os.path.join(base, ".tmp-" + name)
+    tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
     write(tmp)
     os.replace(tmp, path)
 
@@ -328,19 +326,16 @@ class Run(keras.callbacks.Callback):
     def create_directory(self):
         """The run directory, emptied of a previous run's artifacts with --overwrite, and
         its flags.json."""
-        try:
+        try:  # in a directory we cannot write to, the first write or removal fails
             os.makedirs(self.dir, exist_ok=True)
-            probe = os.path.join(self.dir, ".write_test")
-            open(probe, "w").close()
-            os.remove(probe)
+            for name in os.listdir(self.dir) if self.config["overwrite"] else ():
+                if name in ARTIFACTS or name.endswith((".png", ".keras")):
+                    path = os.path.join(self.dir, name)
+                    tf.io.gfile.rmtree(path) if os.path.isdir(path) else os.remove(path)
+            write_atomically(os.path.join(self.dir, "flags.json"), lambda path: pathlib.Path(
+                path).write_text(json.dumps(self.config, indent=2)))
         except OSError as error:
             fail(f"cannot write to --out_dir {self.dir} ({error.strerror})")
-        for name in os.listdir(self.dir) if self.config["overwrite"] else ():
-            if name in ARTIFACTS or name.endswith((".png", ".keras")):
-                path = os.path.join(self.dir, name)
-                tf.io.gfile.rmtree(path) if os.path.isdir(path) else os.remove(path)
-        write_atomically(os.path.join(self.dir, "flags.json"), lambda path: pathlib.Path(
-            path).write_text(json.dumps(self.config, indent=2)))
 
     def save(self, model, name):
         """Save a Keras model into the run directory, atomically."""
@@ -349,14 +344,13 @@ class Run(keras.callbacks.Callback):
     def fit(self, model, stream, log_pictures, generate_fn=None, classifier_path=None):
         """Train from the restored step to --steps in one Keras fit. A non-finite loss stops
         the run with one line, keeping the last good backup. With --fid_every, generate_fn(n)
-        (n images in [0, 1]) is scored as it trains (metrics.fid_curve)."""
+        (n images in [0, 1]) is scored as it trains (fid_curve)."""
         config, self.log_pictures = self.config, log_pictures
         self.bad_step, self.last_backup = None, self.steps_done() or None
         callbacks = [self]
         if config["fid_every"] and self.chief:
             try:
-                callbacks.append(metrics.fid_curve(config, generate_fn, classifier_path,
-                                                   self.steps_done(), data))
+                callbacks.append(self.fid_curve(generate_fn, classifier_path))
             except (OSError, ValueError, RuntimeError) as error:  # DataError: a ValueError
                 fail(f"--fid_every: {first_line(error)}")
         model.steps_per_execution = config["steps_per_execution"]
@@ -370,6 +364,27 @@ class Run(keras.callbacks.Callback):
             fail(f"the loss or the weights became NaN or infinite at step {self.bad_step}; "
                  f"training stopped and {kept}")
         print(f"Done: {self.steps_done()} of {config['steps']} steps in {self.dir}.", flush=True)
+
+    def fid_curve(self, generate_fn, classifier_path):
+        """The metrics.FIDCurve of --fid_every: generate_fn(n) against --fid_samples real
+        images in evaluate's features (the factor classifier at --fid_classifier or
+        classifier_path, trained with seed 0 if absent; else Inception)."""
+        config, path = self.config, self.config["fid_classifier"] or classifier_path
+        source = (config["dataset"], config["data_dir"], config["painting"])
+        print(f"FID every {config['fid_every']} steps on {config['fid_samples']:,} samples; "
+              "features first:")
+        if data.has_ground_truth(source[0]) and os.path.isfile(path):  # used as it is
+            features_fn = metrics.classifier_features_fn(
+                keras.models.load_model(path, compile=False))
+        else:
+            features_fn = metrics.fid_feature_network(
+                source, path, 5000, 0, config["inception_weights"], print, data)[0]
+        real = data.make_dataset(source[0], config["res"], 100, source[1], config["seed"] + 7,
+                                 source[2])
+        return metrics.FIDCurve(config["fid_every"], generate_fn, features_fn,
+                                metrics.real_statistics(real, features_fn, config["fid_samples"]),
+                                config["fid_samples"], os.path.join(self.dir, "fid_curve.csv"),
+                                os.path.join(self.dir, "logs"), self.steps_done())
 
     def on_train_begin(self, logs=None):
         self.start_time = self.last_print = time.monotonic()
@@ -394,12 +409,12 @@ class Run(keras.callbacks.Callback):
             self.print_progress(step)
 
     def print_progress(self, step, losses=""):
-        """`step 1200/300000[: losses] (0.4%, 4.1 steps/s, 4m53s so far, ETA 20h16m)`"""
+        """`step 1200/300000[: losses] (0.4%, 4.12 steps/s, 4m53s so far, ETA 20h16m)`"""
         self.last_print = now = time.monotonic()
         steps = self.config["steps"]
         rate = (step - self.start_step) / max(now - self.start_time, 1e-9)
         eta = duration((steps - step) / rate) if rate > 0 else "?"
-        print(f"step {step}/{steps}{losses} ({100 * step / steps:.1f}%, {rate:.1f} steps/s, "
+        print(f"step {step}/{steps}{losses} ({100 * step / steps:.1f}%, {rate:.3g} steps/s, "
               f"{duration(now - self.start_time)} so far, ETA {eta})", flush=True)
 
     def log(self, step, logs):

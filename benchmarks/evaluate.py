@@ -5,9 +5,9 @@
 
 The training scripts run the same evaluation when they finish; this command scores a run
 later, with other sizes or another FID network. An InfoGAN run (benchmarks/train_baseline.py)
-is scored on c from the prior its flags.json names (code_prior). The plan and the progress go to stderr, the
-metrics as JSON to stdout and to metrics.json in the last run given (README "Metrics"). A
-bad flag, path or file ends in one line `evaluate.py: error: ...` and exit status 2.
+is scored on c from the prior its flags.json names (code_prior). Progress goes to stderr,
+the metrics as JSON to stdout and to metrics.json in the last run given (README "Metrics").
+A bad flag, path or file ends in one line `evaluate.py: error: ...` and exit status 2.
 """
 import json
 import os
@@ -30,9 +30,11 @@ def define_flags():
     flags.DEFINE_string("vae", None, "Stage-1 run: flags.json, encoder.keras, decoder.keras.")
     flags.DEFINE_string("idgan", None, "Optional stage-2 run: flags.json, generator.keras.")
     flags.DEFINE_integer("num_samples", 50_000, "Real and generated images for FID and L_I; also "
-                         "caps FVM / MIG / factor classifier sizes.")
+                         "caps FVM / MIG / factor classifier sizes (sprites: at least 32).",
+                         lower_bound=2)
     flags.DEFINE_integer("batch_size", None, "Images per generator or feature network call: 500 "
-                         "with the factor classifier, 100 with InceptionV3 by default.")
+                         "with the factor classifier, 100 with InceptionV3 by default.",
+                         lower_bound=1)
     flags.DEFINE_string("out", None, "Output JSON (default: metrics.json in the last run given).")
     flags.DEFINE_string("classifier", None,
                         "Factor classifier cache (default: VAE_RUN/factor_classifier.keras).")
@@ -68,11 +70,7 @@ def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}")
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    try:  # sizes first, named by the flag; progress on stderr, the JSON alone on stdout
-        runs = metrics.load_runs(FLAGS.vae, FLAGS.idgan)
-        error = metrics.size_error(runs, FLAGS.num_samples, data, "--num_samples")
-        if error or (FLAGS.batch_size is not None and FLAGS.batch_size < 1):
-            fail(error or f"--batch_size={FLAGS.batch_size} must be positive")
+    try:  # progress on stderr, the JSON alone on stdout
         results = evaluate(FLAGS.vae, FLAGS.idgan, num_samples=FLAGS.num_samples,
                            batch_size=FLAGS.batch_size, out=FLAGS.out,
                            classifier_path=FLAGS.classifier,

@@ -159,17 +159,28 @@ def collect_figures(runs, dirs, out_dir):
     return figures
 
 
-def gap_report(dirs, figures):
+def forecast_text(forecast, floor):
+    """The forecasts as words: "at the floor" for one below the real-vs-real floor, where
+    an FID of this sample size means nothing, else its value."""
+    return ", ".join(f"{label} " + ("at the floor" if value < floor else f"{value:.2f}")
+                     for label, value in forecast.items() if value)
+
+
+def gap_report(dirs, figures, floor):
     """The gap table's additions to results.json and its markdown lines: the FID curves
-    (drawn into <figures>/fid_curves.png), their forecast at PAPER_STEPS and the oracle's R^2."""
+    (drawn into <figures>/fid_curves.png), their forecast at PAPER_STEPS beside the floor
+    (the FID of two independent sets of real images, as many as each FID's) and the
+    oracle's R^2."""
     curves, lines = gap_results(dirs)
     curve_figure(curves, os.path.join(figures, "fid_curves.png"))
     forecast = {label: power_law_forecast(points) for label, points in curves.items()}
     with open(os.path.join(dirs["oracle"], "oracle.json")) as f:
         oracle = json.load(f)
     lines += ["", f"Power-law forecast of FID at {PAPER_STEPS:,} steps (second half of each "
-              "curve): " + ", ".join(f"{k} {v:.2f}" for k, v in forecast.items() if v) + ".",
+              f"curve; a crude extrapolation): {forecast_text(forecast, floor)}. The floor: two "
+              f"independent sets of real sprites score {floor:.2f}, so no FID below it means "
+              "anything at this sample size.",
               "Oracle encoder R^2 per factor: " + ", ".join(
                   f"{k} {v:.2f}" for k, v in oracle["r_squared"].items()) + "."]
-    return dict(curves=curves, forecast_at_paper_steps=forecast,
+    return dict(curves=curves, forecast_at_paper_steps=forecast, real_floor=floor,
                 oracle_r_squared=oracle["r_squared"]), lines

@@ -107,7 +107,8 @@ CASES = [
     (EVALUATE, ["--vae={run}", "stray"], None, "unexpected arguments"),
     (EVALUATE, ["--vae={run}", "--num_samples=0"], None, "--num_samples=0"),
     (EVALUATE, ["--vae={run}", "--num_samples=1"], None, "--num_samples=1"),
-    (EVALUATE, ["--vae={run}", "--batch_size=0"], None, "--batch_size=0 must be positive"),
+    (EVALUATE, ["--vae={run}", "--batch_size=0"], None,
+     "--batch_size=0: 0 is not a positive integer"),
     (EVALUATE, ["--vae={root}/missing"], None, "missing"),
 ]
 

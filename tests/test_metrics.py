@@ -428,33 +428,25 @@ def test_inception_weights_errors(monkeypatch, tmp_path):
         metrics.inception_features_fn()
 
 
-def test_evaluation_stages_give_each_stage_and_its_size_and_evaluate_logs_them(
+def test_evaluation_sizes_cap_each_protocol_by_num_samples_and_evaluate_logs_them(
         toy_runs, fake_datasets):
-    stages = {name: (count, unit) for name, count, unit in metrics.evaluation_stages(
-        50_000, ground_truth=True, has_idgan=True)}
-    assert stages == {"factor classifier training": (5000, "steps"),
-                      "FactorVAE metric, disentanglement_lib's protocol": (970_000, "images"),
-                      "FactorVAE metric, the paper's protocol": (90_000, "images"),  # 10k+100x800
-                      "MIG": (10_000, "images"), "FID, real images": (50_000, "images"),
-                      "FID, VAE samples": (50_000, "images"),
-                      "FID, ID-GAN samples": (50_000, "images"), "L_I": (50_000, "samples"),
-                      "GILBO, after 2,000 steps of 64 pairs": (50_000, "samples")}
-    small = [name for name, _, _ in metrics.evaluation_stages(100, False, False)]
-    assert small == ["FID, real images", "FID, VAE samples"]
-    assert ("FID, real images at 32 px", 100, "images") in metrics.evaluation_stages(
-        100, False, True, idgan_res=32)
-    assert not any("px" in name for name, _, _ in metrics.evaluation_stages(100, False, True))
+    fvm, gilbo_steps = metrics.evaluation_sizes(50_000)
+    assert fvm["factor_vae_score"] == (dict(num_variance=10_000, batch_size=64, num_train=10_000,
+                                            num_eval=5_000), 970_000)  # 10k + 64 x 15k
+    assert fvm["factor_vae_score_paper"][1] == 90_000 and gilbo_steps == 2000  # 10k + 100 x 800
+    fvm, gilbo_steps = metrics.evaluation_sizes(100)
+    assert fvm["factor_vae_score"] == (dict(num_variance=100, batch_size=64, num_train=100,
+                                            num_eval=100), 100 + 64 * 200)
+    assert gilbo_steps == 10
     vae, idgan = toy_runs(True)
     lines = []
     metrics.evaluate(str(vae), str(idgan), num_samples=40, batch_size=20, classifier_steps=2,
-                     disentanglement=False, log=lines.append, datasets=fake_datasets)
-    assert lines[0].startswith("Evaluation on 40 samples: factor classifier training (2 steps), "
-                               "FID, real images (40 images), FID, VAE samples (40 images), "
-                               "FID, real images at 16 px (40 images), "), lines[0]
-    assert not re.search(r"~|\d (s|min|h)\b|roughly|CPU", lines[0]), lines[0]
-
-
-# --- L_I ---------------------------------------------------------------------
+                     log=lines.append, datasets=fake_datasets)
+    _, images = metrics.evaluation_sizes(40)[0]["factor_vae_score_paper"]
+    assert any(line.startswith(f"  FactorVAE metric, the paper's protocol: {images:,} images in ")
+               for line in lines), lines
+    assert any(line.startswith("  GILBO: 40 samples in ") and "trained 4 steps first" in line
+               for line in lines), lines
 
 
 def aligned_models(logvar, c_gain=0.1):
@@ -713,9 +705,10 @@ def run_directory(path, dataset):
     (["--vae={empty}"], "has no flags.json"),
     ([], "--vae"),
     (["--vae={empty}", "--idgan={empty}"], "has no flags.json"),
-    (["--vae={celeba}", "--num_samples=0"], "--num_samples=0 must be at least 2 "),
-    (["--vae={celeba}", "--num_samples=1"], "--num_samples=1 must be at least 2 "),
-    (["--vae={sprites}", "--num_samples=31"], "--num_samples=31 must be at least 32 "),
+    (["--vae={celeba}", "--num_samples=0"], "--num_samples=0: 0 is not integer >= 2"),
+    (["--vae={celeba}", "--num_samples=1"], "--num_samples=1: 1 is not integer >= 2"),
+    (["--vae={sprites}", "--num_samples=31"], "num_samples=31 must be at least 32 (MIG "),
+    (["--vae={sprites}", "--batch_size=0"], "--batch_size=0: 0 is not a positive integer"),
 ])
 def test_command_line_errors_are_one_line(tmp_path, arguments, message):
     runs = dict(empty=tmp_path, celeba=run_directory(tmp_path / "celeba", "celeba"),

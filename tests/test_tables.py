@@ -23,8 +23,10 @@ def tables(*args):
 
 
 def run_table(tmp_path_factory, table, *extra):
+    """A table at BUDGET, planned from the reference COSTS unless extra sets --probe_steps."""
     out = str(tmp_path_factory.mktemp(f"table{table}"))
-    result = tables(f"--table={table}", f"--budget={BUDGET}", f"--out_dir={out}", *extra)
+    result = tables(f"--table={table}", f"--budget={BUDGET}", f"--out_dir={out}",
+                    "--probe_steps=0", *extra)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return os.path.join(out, f"table{table}")
 
@@ -127,6 +129,16 @@ def test_gap_curves_are_what_the_runs_logged(gap):
         for step, value in curve:
             assert float(rows[f"{step:,}"][column]) == pytest.approx(value, abs=0.006)
     assert os.path.getsize(os.path.join(gap, "figures", "idgan_oracle_samples.png")) > 0
+    floor = results["real_floor"]
+    assert np.isfinite(floor) and floor > 0
+    assert f"two independent sets of real sprites score {floor:.2f}" in table
+
+
+def test_forecasts_below_the_real_floor_read_at_the_floor():
+    import table_report  # benchmarks/table_report.py
+    forecast = {"(a) ID-GAN": 0.51, "(b) oracle": 77.0, "(c) GAN": 85.5, "none": None}
+    assert table_report.forecast_text(forecast, floor=77.0) == (
+        "(a) ID-GAN at the floor, (b) oracle 77.00, (c) GAN 85.50")
 
 
 # --- Tables 1, 2 and 3 --------------------------------------------------------------------
@@ -160,8 +172,15 @@ def test_table3_reports_fid_l_i_and_gilbo_of_three_gans_on_one_encoder(tmp_path_
 
 
 def test_table2_compares_one_and_two_objectives(tmp_path_factory):
-    out = run_table(tmp_path_factory, "2", "--seeds=1")
+    out = run_table(tmp_path_factory, "2", "--seeds=1", "--probe_steps=4")  # timed here
     results = read(out, "results.json")
+    costs = read(out, "costs.json")
+    assert costs["probe_steps"] == 4 and results["costs_measured"] is True
+    assert set(costs["costs"]) == {"beta_vae", "vae_gan", "end_to_end", "idgan"}
+    assert results["costs"] == costs["costs"] and all(v > 0 for v in costs["costs"].values())
+    assert read(out, "probes", "idgan", "flags.json")["vae"] == os.path.join(
+        out, "probes", "beta_vae")  # the stage-2 probe on the stage-1 probe's encoder
+    assert "planned from seconds per step from 4-step timed runs here" in read(out, "results.md")
     check_steps(out, ["beta_vae_s0", "vae_gan_s0", "end_to_end_s0"], results["plan"]["stage1_steps"])
     assert read(out, "idgan_s0", "flags.json")["vae"] == os.path.join(out, "beta_vae_s0")
     rows = markdown_rows(read(out, "results.md"))
@@ -196,3 +215,45 @@ def test_bad_flags_give_one_line(args, expected):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("tables.py: error:") and expected in last
     assert "Traceback" not in result.stderr
+
+
+# --- Planning from seconds per step measured on this machine ----------------------------
+
+sys.path.append(os.path.join(ROOT, "benchmarks"))  # after ROOT: the project's modules first
+import tables as tables_module  # noqa: E402 (benchmarks/tables.py)
+
+
+def test_probe_cost_times_the_steps_between_the_last_two_progress_lines():
+    """Each line's time is step / (its rate since the start): 100 / 2.5 = 40 s and 200 / 4 =
+    50 s, so the 100 steps between cost 0.1 s each, whatever start-up took."""
+    lines = ["Resuming nothing", "step 100/200: loss 3.2 (50.0%, 2.5 steps/s, 40s so far, ETA 40s)",
+             "FID every 10 steps", "step 200/200: loss 3.1 (100.0%, 4 steps/s, 50s so far, ETA 0s)",
+             "Done: 200 of 200 steps in x."]
+    assert tables_module.probe_cost(lines) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="no two progress lines"):
+        tables_module.probe_cost(lines[:2])
+
+
+def test_plan_follows_the_measured_costs_and_its_expected_time_fits_the_budget():
+    slow = {key: 2 * cost for key, cost in tables_module.COSTS.items()}
+    for table, seeds in (("2", 2), ("1", 1)):
+        fast = tables_module.plan(table, 150, seeds)
+        half = tables_module.plan(table, 150, seeds, slow)
+        for stage in ("stage1_steps", "stage2_steps"):
+            assert half[stage] == pytest.approx(fast[stage] / 2, rel=0.02), (table, stage)
+        assert half["eval_samples"] <= fast["eval_samples"]
+        assert tables_module.machine_scale(slow) == 2
+        for costs, steps in ((tables_module.COSTS, fast), (slow, half)):
+            minutes = tables_module.expected_minutes(table, seeds, steps, costs)
+            assert 0.6 * 150 < minutes <= 150, (table, minutes)
+
+
+def test_evaluation_stages_count_what_metrics_evaluate_computes():
+    stages = tables_module.evaluation_stages(50_000, has_idgan=True, disentanglement=True)
+    assert stages == [("FactorVAE metric", 970_000), ("FactorVAE metric", 90_000),
+                      ("MIG", 10_000), ("FID, real", 50_000), ("FID, VAE", 50_000),
+                      ("FID, ID-GAN", 50_000), ("L_I", 50_000),
+                      ("GILBO", 50_000 + 2 * 2000 * 64)]  # its training pairs, twice
+    assert tables_module.evaluation_stages(100, False, False) == [("FID, real", 100),
+                                                                 ("FID, VAE", 100)]
+    assert tables_module.eval_seconds("3", 1, 0) == 0.0
