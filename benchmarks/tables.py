@@ -39,13 +39,6 @@ from absl import app, flags  # noqa: E402
 
 import table_report  # noqa: E402 (benchmarks/table_report.py)
 
-flags.DEFINE_enum("table", None, ["gap", "1", "2", "3"], "Which comparison.")
-flags.DEFINE_float("budget", None, "Minutes of a 2-core CPU for the whole table.")
-flags.DEFINE_string("out_dir", "runs/tables", "Where the tables' runs and results go.")
-flags.DEFINE_integer("seeds", 2, "Table 2: seeds per system (the paper: 5).")
-flags.DEFINE_integer("probe_steps", 200, "Steps of each system's timed run before planning "
-                     "(an even number; 0: plan from COSTS, the reference CPU's).", lower_bound=0)
-flags.register_validator("probe_steps", lambda n: n % 2 == 0, "must be even")
 FLAGS = flags.FLAGS
 
 # Seconds per training step, batch 64, 64 px, on the reference CPU (2 cores of an AMD EPYC
@@ -62,6 +55,17 @@ EVAL_SECONDS = {"factor classifier": 0.026, "FactorVAE metric": 2.2e-4, "MIG": 2
                 "GILBO": 8e-4}
 FID_POINTS, FID_SAMPLES = 10, 2000  # FIDs along each curve of --table=gap, and their size
 VAE_FLAGS = dict(c_dim=10, lr=5e-4)
+
+
+def define_flags():
+    flags.DEFINE_enum("table", None, ["gap", "1", "2", "3"], "Which comparison.")
+    flags.DEFINE_float("budget", None, "Minutes of this machine for the whole table.")
+    flags.DEFINE_string("out_dir", "runs/tables", "Where the tables' runs and results go.")
+    flags.DEFINE_integer("seeds", 2, "Table 2: seeds per system (the paper: 5).")
+    flags.DEFINE_integer("probe_steps", 200, "Steps of each system's timed run before planning "
+                         "(an even number; 0: plan from COSTS, the reference CPU's).",
+                         lower_bound=0)
+    flags.register_validator("probe_steps", lambda n: n % 2 == 0, "must be even")
 
 
 def fail(message):
@@ -434,4 +438,5 @@ def parse_flags(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main, flags_parser=parse_flags)
