@@ -22,6 +22,7 @@ from absl import app, flags  # noqa: E402
 import baselines  # noqa: E402 (benchmarks/baselines.py)
 import data  # noqa: E402
 import metrics  # noqa: E402
+from train_vae import fail, first_line, parse_flags  # noqa: E402 (one-line errors, exit 2)
 
 FLAGS = flags.FLAGS
 
@@ -52,20 +53,6 @@ def evaluate(vae_run, idgan_run=None, datasets=data, **kwargs):
     return metrics.evaluate(vae_run, idgan_run, codes_fn=codes_fn, datasets=datasets, **kwargs)
 
 
-def fail(message):
-    """Exit with one line on stderr, no traceback, and status 2 (as train_vae.py's fail)."""
-    line = (str(message).strip().splitlines() or ["failed"])[0]
-    sys.stderr.write(f"evaluate.py: error: {line}\n")
-    sys.exit(2)
-
-
-def parse_flags(argv):
-    try:
-        return FLAGS(argv)
-    except flags.Error as error:
-        fail(error)
-
-
 def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}")
@@ -76,7 +63,7 @@ def main(argv):
                            classifier_path=FLAGS.classifier,
                            inception_weights=FLAGS.inception_weights, log=log)
     except (ImportError, OSError, ValueError, RuntimeError) as error:
-        fail(error)
+        fail(first_line(error))
     print(json.dumps(results, indent=2))
 
 
