@@ -259,9 +259,10 @@ def train(run, dirs, steps, classifier):
     if classifier:
         values.update(fid_every=max(1, count // FID_POINTS), fid_classifier=classifier,
                       fid_samples=min(FID_SAMPLES, 20 * count))
-    print("$", " ".join(command(script, values)[1:]), flush=True)
+    line = command(script, values)
+    print("$", " ".join(line[1:]), flush=True)
     start = time.perf_counter()
-    if subprocess.run(command(script, values)).returncode != 0:
+    if subprocess.run(line).returncode != 0:
         fail(f"{script} {dirs[name]} failed (its error is above)")
     return time.perf_counter() - start
 
