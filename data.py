@@ -70,12 +70,10 @@ FACTOR_NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")
 FACTOR_SIZES = (3, 6, 40, 32, 32)  # dSprites' grid: 737,280 images
 
 # ---------------------------------------------------------------------------------------
-# Procedural sprites: dSprites' factor grid, drawn here. Not DeepMind's images: shapes,
-# sizes and the position range are our own, so numbers on `sprites` and `dsprites` differ.
-#
-# Each (shape, scale, orientation) is drawn once as a binary template centred on a pixel;
-# the 32 x 32 positions are 1-pixel shifts of it (centres 16..47, +x right, +y down).
-# Rendering is then a gather of 64 x 64 windows from a padded canvas: no per-image maths.
+# Procedural sprites: dSprites' factor grid, drawn here (our own shapes and sizes, so numbers
+# on `sprites` and `dsprites` differ). Each (shape, scale, orientation) is drawn once as a
+# binary template; the 32 x 32 positions are 1-pixel shifts of it (centres 16..47, +x right,
+# +y down), so rendering is a gather of 64 x 64 windows from a padded canvas.
 SPRITE_RADIUS = 14.0  # pixels at scale 1; the sprite stays inside the frame at any position
 _PAD_CENTRE = 47  # template centre in the padded canvas; window offset = 47 - position centre
 _CANVAS = 95  # 64 + 31 positions
@@ -117,7 +115,7 @@ def sprite_templates(supersample=4):
 
 
 def render_sprites(templates, factors):
-    """Binary sprites (N, 64, 64) uint8 for integer factors (N, 5): one gather, no loops."""
+    """Binary sprites (N, 64, 64) uint8 for integer factors (N, 5): one gather."""
     windows = np.lib.stride_tricks.sliding_window_view(templates, (64, 64), axis=(3, 4))
     shape, scale, orientation, pos_x, pos_y = factors.T
     return windows[shape, scale, orientation, 31 - pos_y, 31 - pos_x]
@@ -161,15 +159,12 @@ def procedural_painting(height=274, width=350):
     return ((np.stack(rgb, axis=-1) + 1.0) / 2.0).astype(np.float32)
 
 
-# disentanglement_lib and the authors' inputs.py shrink The Scream with PIL's
-# thumbnail((350, 274)): width x height, aspect kept, never enlarged.
-PAINTING_BOX = (350, 274)
+PAINTING_BOX = (350, 274)  # disentanglement_lib's and the authors' inputs.py's thumbnail
 
 
 def thumbnail_size(width, height, box=PAINTING_BOX):
-    """(width, height) of PIL's Image.thumbnail(box): shrunk to fit the box, aspect ratio
-    kept; the shrunk side is the floor or ceiling of its exact length (at least 1) whose
-    aspect ratio is the closer, the floor on a tie."""
+    """(width, height) of PIL's Image.thumbnail(box): shrunk to fit, never enlarged, the
+    shrunk side the floor or ceiling of its length whose aspect is closer (floor on a tie)."""
     if width <= box[0] and height <= box[1]:
         return width, height
     aspect = width / height
@@ -203,15 +198,14 @@ def load_painting(path):
 
 
 # ---------------------------------------------------------------------------------------
-# TFDS: load a prepared dataset, or download it. Offline, TFDS would retry for minutes;
-# instead a quick connection to the download host decides, and the error names the ways in.
+# TFDS: a prepared dataset, or a download. Offline, TFDS would retry for minutes; instead a
+# quick connection to the download host decides, and the error names the ways in.
 DOWNLOAD_PROBE_SECONDS = 5.0
 
 
 def download_blocker(builder):
-    """Why TFDS cannot start to download `builder`, or None when its download host (or its
-    scheme's proxy) answers within DOWNLOAD_PROBE_SECONDS. The probe runs in a daemon thread,
-    so that a name lookup that hangs counts as no answer too."""
+    """Why TFDS cannot download `builder`, or None when its host (or proxy) answers within
+    DOWNLOAD_PROBE_SECONDS. In a daemon thread, so that a hanging name lookup counts too."""
     if not builder.url_infos:  # a manual download (celeb_a_hq): TFDS says at once what is missing
         return None
     timeout = DOWNLOAD_PROBE_SECONDS
@@ -268,9 +262,8 @@ TFDS_FACTORS = ("label_shape", "label_scale", "label_orientation", "label_x_posi
 
 @functools.lru_cache(maxsize=1)
 def load_dsprites_images(data_dir=None):
-    """All 737,280 binary images (read-only uint8, (N, 64, 64)) in factor order.
-
-    Loaded once per process (2.8 GiB): training and the evaluation after it share it."""
+    """All 737,280 binary images (read-only uint8, (N, 64, 64)) in factor order, loaded once
+    per process (2.8 GiB): training and the evaluation after it share them."""
     npz = os.path.join(data_dir, DSPRITES_NPZ) if data_dir else None
     if npz and os.path.exists(npz):
         try:
@@ -319,11 +312,10 @@ def ground_truth_data(name, data_dir=None, painting=None):
 
 
 # ---------------------------------------------------------------------------------------
-# Natural images: TFDS where it has them, else a folder of images (--data_dir).
-# The authors' data/preprocess.py: every image (CelebA's 202,599 are all three TFDS splits,
-# Cars' 16,185 both; TFDS' celeb_a_hq has only `train`); centre crops before resizing (Cars'
-# whole box is squashed to res x res); CelebA and Cars saved as .jpg at PIL's default
-# quality 75, which TF's encoder with the accurate integer DCT reproduces.
+# Natural images: TFDS where it has them, else a folder of images (--data_dir), as the
+# authors' data/preprocess.py: every image (CelebA's 202,599 are all three TFDS splits, Cars'
+# 16,185 both), centre crops (Cars' box squashed to res x res), CelebA and Cars as .jpg at
+# PIL's default quality 75, which TF's encoder with the accurate integer DCT reproduces.
 TFDS_NAMES = {"celeba": "celeb_a", "celeba_hq": "celeb_a_hq", "cars": "cars196"}
 TFDS_SPLITS = {"celeba": "train+validation+test", "celeba_hq": "train", "cars": "train+test"}
 FOLDER_EXAMPLES = {"celeba": " such as img_align_celeba", "cars": " of cropped cars"}
@@ -347,8 +339,7 @@ def image_files(data_dir):
 def preprocess(name, image, res):
     """The authors' data/preprocess.py: the central square, at most CENTRE_CROP a side (cars:
     the whole box, squashed); PIL's antialiased LANCZOS resize to res x res; 8 bits; a JPEG
-    round trip for CelebA and Cars. Out: float32 k / 255, what their gan_training/inputs.py
-    reads. Resized as uint8 (resizing is linear: the same numbers, no float copy)."""
+    round trip for CelebA and Cars. Out: float32 k / 255, what gan_training/inputs.py reads."""
     if name != "cars":
         height, width = tf.shape(image)[0], tf.shape(image)[1]
         size = tf.minimum(tf.minimum(height, width), CENTRE_CROP.get(name, 1 << 30))
@@ -387,8 +378,7 @@ def tfds_images(name, res, data_dir, seed):
             lambda image: tf.reduce_min(tf.shape(image)[:2]) >= 64)
     else:
         images = examples.map(lambda example: example["image"])
-    # Resize, then shuffle: the buffer holds training-size images, not decoded originals
-    # (10,000 CelebA-HQ images at 1024 px would be 31 GB).
+    # Resize, then shuffle: the buffer holds training-size images, not decoded originals.
     images = images.map(lambda image: preprocess(name, image, res),
                         num_parallel_calls=tf.data.AUTOTUNE)
     return images.shuffle(shuffle_buffer_size(res), seed=seed)
@@ -406,9 +396,8 @@ def folder_images(name, res, data_dir, seed):
 
 
 def natural_images(name, res, data_dir, seed):
-    """Unbatched 8-bit images (k / 255 in [0, 1], see preprocess), shuffled each pass.
-    data_dir is a TFDS data_dir when it holds a `<tfds name>` folder, else a folder of
-    images (for cars: cropped to their boxes)."""
+    """Unbatched 8-bit images (k / 255, see preprocess), shuffled each pass, from a TFDS
+    data_dir when it holds a `<tfds name>` folder, else from a folder of images."""
     tfds_name = TFDS_NAMES.get(name)
     tfds_dir = data_dir is None or (tfds_name and os.path.isdir(os.path.join(data_dir, tfds_name)))
     if not tfds_dir:
@@ -432,7 +421,6 @@ def augment_image(image, stream_key, index):
 
 
 # ---------------------------------------------------------------------------------------
-# The one entry point for training.
 def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None, start=0,
                  augment=False):
     """Endless, shuffled, batched, prefetched float32 images in [0, 1]: (B, res, res, C);
@@ -473,8 +461,8 @@ def make_dataset(name, res, batch_size, data_dir=None, seed=0, painting=None, st
 
 
 def without_autotuning(dataset):
-    """The dataset with tf.data's autotuner off: with it on, a whole fit() can run at one
-    core's speed (benchmarks/results/speed/README.md)."""
+    """tf.data's autotuner off: on, a whole fit() can run at one core's speed
+    (benchmarks/results/speed/README.md)."""
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)

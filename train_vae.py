@@ -3,10 +3,9 @@
     python train_vae.py --dataset=celeba --data_dir=/data/img_align_celeba   # runs/vae_celeba
     python train_vae.py --dataset=sprites --model=factor_vae                  # runs/vae_sprites
 
-The run directory holds encoder.keras (a plain Keras model: images in [0, 1] ->
-concat([mu, logvar])), decoder.keras (codes -> images in [0, 1]), checkpoint.weights.h5
-(the whole training state), flags.json, TensorBoard logs in logs/ and picture grids
-(reconstructions.png, traversals.png). Running the same command again resumes. The second
+The run directory holds encoder.keras (images in [0, 1] -> concat([mu, logvar])),
+decoder.keras (codes -> images), checkpoint.weights.h5 (the whole training state),
+flags.json, TensorBoard logs/ and picture grids. The same command again resumes. The second
 half of this file is `Run`, the run harness that train_idgan.py shares.
 """
 import json
@@ -129,12 +128,9 @@ def main(argv):
 
 
 # ---------------------------------------------------------------------------------------
-# The run harness, shared with train_idgan.py: flags both scripts take, one-line errors, and
-# `Run`: a run directory that refuses to mix flags, the distribution strategy, backups,
-# resuming, logs, picture grids and the final evaluation.
-
-# Flags that may change between runs of one directory; out_dir and vae are places, not
-# settings, so a run directory can be moved or copied and resumed where it now is.
+# The run harness, shared with train_idgan.py: the flags both take, one-line errors, `Run`.
+# Flags that may change between runs of one directory (out_dir and vae are places, not
+# settings: a run directory can be moved and resumed where it now is).
 RESUMABLE = ("steps", "log_every", "backup_every", "overwrite", "evaluate", "eval_samples",
              "inception_weights", "strategy", "jit_compile", "mixed_precision",
              "steps_per_execution", "out_dir", "vae", "fid_every", "fid_samples",
@@ -181,7 +177,7 @@ def define_shared_flags():
 
 
 def fail(message):
-    """Exit with one line naming the problem (no traceback) and status 2."""
+    """Exit with one line naming the problem (no traceback), status 2."""
     sys.stderr.write(f"{os.path.basename(sys.argv[0])}: error: {message}\n")
     sys.exit(2)
 
@@ -204,8 +200,7 @@ def script_flags(argv):
 
 
 def make_strategy(name):
-    """The tf.distribute strategy for --strategy. Every model divides its losses by the
-    global batch, so results do not depend on the replica count."""
+    """The tf.distribute strategy of --strategy (every loss is divided by the global batch)."""
     gpus = tf.config.list_physical_devices("GPU")
     if name == "multi_worker":  # TF_CONFIG names the workers; each runs the same command
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -239,9 +234,8 @@ def write_atomically(path, write):
 
 def duration(seconds):
     """3h05m, 4m10s or 12s."""
-    hours, minutes, seconds = int(seconds) // 3600, int(seconds) // 60 % 60, int(seconds) % 60
-    return (f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes
-            else f"{seconds}s")
+    h, m, s = int(seconds) // 3600, int(seconds) // 60 % 60, int(seconds) % 60
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 class Run(keras.callbacks.Callback):
@@ -252,9 +246,8 @@ class Run(keras.callbacks.Callback):
         run.fit(model, stream, log_pictures)  # to --steps: backups, logs, the NaN guard
         run.evaluate()                # metrics.json
 
-    As fit's callback it backs up every --backup_every steps, and every --log_every steps
-    writes TensorBoard logs and PNG grids and prints the losses with an ETA (a progress line
-    every 30 s between). Only the chief worker writes."""
+    As fit's callback it backs up every --backup_every steps and every --log_every steps
+    writes logs and grids and prints the losses with an ETA. Only the chief worker writes."""
 
     def __init__(self, config, strategy):
         super().__init__()
@@ -275,15 +268,15 @@ class Run(keras.callbacks.Callback):
             fail(f"--batch_size={config['batch_size']} must be a multiple of the {replicas} "
                  "replicas")
         flags_path = os.path.join(self.dir, "flags.json")
-        if self.chief and not config["overwrite"] and os.path.exists(flags_path):
+        keep = self.chief and not config["overwrite"]  # a run there is resumed, never mixed
+        if keep and os.path.exists(flags_path):
             saved = read_flags_file(flags_path)
             changed = sorted(k for k in config if k not in RESUMABLE and saved.get(k) != config[k])
             if changed:
                 diff = ", ".join(f"--{k}={saved.get(k)} there, {config[k]} now" for k in changed)
                 fail(f"{self.dir} holds a run with other flags ({diff}); choose another "
                      "--out_dir, or pass --overwrite to delete that run and start afresh")
-        elif self.chief and not config["overwrite"] and os.path.isdir(self.dir) and (
-                os.listdir(self.dir)):
+        elif keep and os.path.isdir(self.dir) and os.listdir(self.dir):
             fail(f"--out_dir {self.dir} is not empty and holds no run; choose another --out_dir")
         # bfloat16 compute needs no loss scaling; weights, output layers and losses stay float32.
         keras.config.set_dtype_policy("mixed_bfloat16" if config["mixed_precision"] else "float32")
@@ -295,11 +288,10 @@ class Run(keras.callbacks.Callback):
         config, batch_size = self.config, self.config["batch_size"]
         self.steps_done = lambda: int(counter.iterations.numpy())
         if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            # Keras 3's fit reduces train_step's outputs there with strategy.reduce(MEAN,
-            # axis=0), which fails on scalars: hand it 1-element vectors.
-            train_step = model.train_step
-            model.train_step = lambda batch: {
-                name: tf.reshape(value, [1]) for name, value in train_step(batch).items()}
+            # Keras 3's fit reduces train_step's outputs there with strategy.reduce(MEAN, axis=0),
+            # which fails on scalars: hand it 1-element vectors.
+            step = model.train_step
+            model.train_step = lambda batch: {k: tf.reshape(v, [1]) for k, v in step(batch).items()}
         backup = os.path.join(self.dir, "checkpoint.weights.h5")
         if os.path.exists(backup) and not config["overwrite"]:
             try:
@@ -324,8 +316,7 @@ class Run(keras.callbacks.Callback):
         return stream, np.asarray(first[0] if pairs else first)
 
     def create_directory(self):
-        """The run directory, emptied of a previous run's artifacts with --overwrite, and
-        its flags.json."""
+        """The run directory (emptied of a run's artifacts with --overwrite) and flags.json."""
         try:  # in a directory we cannot write to, the first write or removal fails
             os.makedirs(self.dir, exist_ok=True)
             for name in os.listdir(self.dir) if self.config["overwrite"] else ():
@@ -337,14 +328,12 @@ class Run(keras.callbacks.Callback):
         except OSError as error:
             fail(f"cannot write to --out_dir {self.dir} ({error.strerror})")
 
-    def save(self, model, name):
-        """Save a Keras model into the run directory, atomically."""
+    def save(self, model, name):  # atomically
         write_atomically(os.path.join(self.dir, name), model.save)
 
     def fit(self, model, stream, log_pictures, generate_fn=None, classifier_path=None):
-        """Train from the restored step to --steps in one Keras fit. A non-finite loss stops
-        the run with one line, keeping the last good backup. With --fid_every, generate_fn(n)
-        (n images in [0, 1]) is scored as it trains (fid_curve)."""
+        """Train from the restored step to --steps in one Keras fit; a non-finite loss stops
+        it with one line. With --fid_every, generate_fn(n) (images in [0, 1]) is scored."""
         config, self.log_pictures = self.config, log_pictures
         self.bad_step, self.last_backup = None, self.steps_done() or None
         callbacks = [self]
@@ -366,13 +355,11 @@ class Run(keras.callbacks.Callback):
         print(f"Done: {self.steps_done()} of {config['steps']} steps in {self.dir}.", flush=True)
 
     def fid_curve(self, generate_fn, classifier_path):
-        """The metrics.FIDCurve of --fid_every: generate_fn(n) against --fid_samples real
-        images in evaluate's features (the factor classifier at --fid_classifier or
-        classifier_path, trained with seed 0 if absent; else Inception)."""
+        """The metrics.FIDCurve of --fid_every in evaluate's features (the factor classifier
+        at --fid_classifier or classifier_path, trained if absent; else Inception)."""
         config, path = self.config, self.config["fid_classifier"] or classifier_path
         source = (config["dataset"], config["data_dir"], config["painting"])
-        print(f"FID every {config['fid_every']} steps on {config['fid_samples']:,} samples; "
-              "features first:")
+        print(f"FID every {config['fid_every']} steps on {config['fid_samples']:,} samples:")
         if data.has_ground_truth(source[0]) and os.path.isfile(path):  # used as it is
             features_fn = metrics.classifier_features_fn(
                 keras.models.load_model(path, compile=False))
@@ -392,8 +379,7 @@ class Run(keras.callbacks.Callback):
         self.writer = self.chief and tf.summary.create_file_writer(os.path.join(self.dir, "logs"))
 
     def on_train_batch_end(self, batch, logs=None):
-        # batch: the last step of this execution within this fit. Counting here, rather than
-        # reading the optimizer's counter, costs no round trip to the device.
+        # batch: the last step of this execution within this fit (no round trip to the device)
         step, config = self.start_step + batch + 1, self.config
         logs = {name: float(np.mean(value)) for name, value in (logs or {}).items()}
         if not all(np.isfinite(value) for value in logs.values()):
@@ -449,8 +435,7 @@ class Run(keras.callbacks.Callback):
         return False
 
     def evaluate(self, vae_run=None, codes_fn=None):
-        """metrics.evaluate on the finished run(s), c from codes_fn if given (InfoGAN's
-        prior); a failure is one line."""
+        """metrics.evaluate on the finished run(s), c from codes_fn if given (InfoGAN)."""
         config = self.config
         if not config["evaluate"] or not self.chief:
             return
@@ -466,9 +451,7 @@ class Run(keras.callbacks.Callback):
                                        codes_fn=codes_fn, datasets=data)
         except (OSError, ValueError, RuntimeError) as error:
             fail(f"training finished but evaluation failed: {first_line(error)}")
-        print("Metrics (metrics.json):")
-        for name, value in results.items():
-            print(f"  {name}: {value}")
+        print("Metrics (metrics.json):\n" + "\n".join(f"  {k}: {v}" for k, v in results.items()))
 
 
 def read_flags_file(path):
