@@ -148,15 +148,32 @@ def curve_figure(curves, path):
 
 
 def collect_figures(runs, dirs, out_dir):
-    """Each run's picture grids, copied into <out_dir>/figures as <run>_<picture>.png."""
+    """Each run's picture grids, copied into <out_dir>/figures as <run>_<picture>.png. A
+    stage-1 run draws no samples, so its <run>_samples.png is drawn here (prior_samples)."""
     figures = os.path.join(out_dir, "figures")
     os.makedirs(figures, exist_ok=True)
     for name, *_ in runs:
         for picture in ("samples", "reconstructions", "traversals"):
-            source = os.path.join(dirs[name], picture + ".png")
+            source, target = (os.path.join(dirs[name], picture + ".png"),
+                              os.path.join(figures, f"{name}_{picture}.png"))
             if os.path.exists(source):
-                shutil.copy(source, os.path.join(figures, f"{name}_{picture}.png"))
+                shutil.copy(source, target)
+            elif picture == "samples" and os.path.exists(os.path.join(dirs[name], "decoder.keras")):
+                prior_samples(os.path.join(dirs[name], "decoder.keras"), target)
     return figures
+
+
+def prior_samples(decoder_path, path, rows=8):
+    """An image grid of rows x rows codes from N(0, I) (numpy seed 0) through a stage-1 run's
+    decoder.keras: the samples its FID scores."""
+    import keras
+    import tensorflow as tf
+    import vae  # the project's (tables.py puts its folder first on sys.path)
+
+    decoder = keras.models.load_model(decoder_path, compile=False)
+    codes = np.random.default_rng(0).standard_normal((rows * rows, decoder.input_shape[-1]))
+    grid = vae.image_grid(decoder(codes.astype("float32")), rows=rows)
+    tf.io.write_file(path, tf.io.encode_png(grid))
 
 
 def forecast_text(forecast, floor):

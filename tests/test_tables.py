@@ -189,6 +189,9 @@ def test_table2_compares_one_and_two_objectives(tmp_path_factory):
     two_step, vae = results["rows"]["ID-GAN (two-step)"][0], results["rows"]["beta-VAE"][0]
     assert two_step["mig"] == vae["mig"]  # one encoder
     assert two_step["fid"] == read(out, results["metrics"]["idgan_s0"])["fid_idgan"]
+    # The beta-VAE draws no samples: its grid is drawn from its decoder (prior_samples).
+    grid = tf.io.decode_png(tf.io.read_file(os.path.join(out, "figures", "beta_vae_s0_samples.png")))
+    assert grid.shape == (8 * 64, 8 * 64, 1)
 
 
 def test_table1_runs_six_systems_on_color_sprites(tmp_path_factory):
@@ -221,6 +224,23 @@ def test_bad_flags_give_one_line(args, expected):
 
 sys.path.append(os.path.join(ROOT, "benchmarks"))  # after ROOT: the project's modules first
 import tables as tables_module  # noqa: E402 (benchmarks/tables.py)
+import table_report  # noqa: E402 (benchmarks/table_report.py)
+
+
+def test_prior_samples_draw_standard_normal_codes_through_the_decoder(tmp_path):
+    """table_report.prior_samples on a decoder of known form, sigmoid(c W): the grid's tiles,
+    row by row, are the images of numpy seed 0's 64 N(0, I) codes, to 8-bit rounding."""
+    weights = np.random.default_rng(5).standard_normal((3, 4 * 4)).astype("float32")
+    decoder = keras.Sequential([keras.Input((3,)), keras.layers.Dense(
+        16, use_bias=False, activation="sigmoid"), keras.layers.Reshape((4, 4, 1))])
+    decoder.layers[0].set_weights([weights])
+    decoder.save(tmp_path / "decoder.keras")
+    table_report.prior_samples(str(tmp_path / "decoder.keras"), str(tmp_path / "s.png"))
+    grid = tf.io.decode_png(tf.io.read_file(str(tmp_path / "s.png"))).numpy()
+    codes = np.random.default_rng(0).standard_normal((64, 3))
+    expected = 1 / (1 + np.exp(-codes @ weights))  # (64, 16), one tile per row
+    tiles = grid.reshape(8, 4, 8, 4).transpose(0, 2, 1, 3).reshape(64, 16) / 255
+    assert grid.shape == (32, 32, 1) and np.max(np.abs(tiles - expected)) <= 0.5 / 255 + 1e-4
 
 
 def test_probe_cost_times_the_steps_between_the_last_two_progress_lines():
