@@ -62,8 +62,9 @@ def define_flags():
     flags.DEFINE_float("budget", None, "Minutes of this machine for the whole table.")
     flags.DEFINE_string("out_dir", "runs/tables", "Where the tables' runs and results go.")
     flags.DEFINE_integer("seeds", 2, "Table 2: seeds per system (the paper: 5).")
-    flags.DEFINE_integer("probe_steps", 200, "Steps of each system's timed run before planning "
-                         "(an even number; 0: plan from COSTS, the reference CPU's).",
+    flags.DEFINE_integer("probe_steps", 600, "Steps of each system's timed run before planning "
+                         "(an even number; 0: plan from COSTS, the reference CPU's); 200 "
+                         "underestimated the GANs' long runs (results/table2/README.md).",
                          lower_bound=0)
     flags.register_validator("probe_steps", lambda n: n % 2 == 0, "must be even")
 
