@@ -7,7 +7,10 @@ nets, ID-GAN with the ResNets and a VDB, and each comparison system of
 benchmarks/train_baseline.py, then hashes each run's checkpoint.weights.h5 (every weight,
 optimizer slot, moving average and random-generator state). A hash covers the values and
 shapes of the arrays, not their names, so a refactor that renames an attribute but trains
-the same numbers keeps it. With --compare, it says which runs differ from an earlier list.
+the same numbers keeps it. Then it scores two of those runs with benchmarks/evaluate.py at
+a tiny size (ID-GAN on the beta-VAE, and InfoGAN, whose c comes from its prior) and hashes
+each metrics.json, every number as written, with the temporary directory's name taken out.
+With --compare, it says which entries differ from an earlier list.
 """
 import argparse
 import hashlib
@@ -35,6 +38,11 @@ RUNS = {  # name: (script, flags); {beta_vae} is that run's directory
     "end_to_end": (BASELINE, ["--system=end_to_end", "--res=32", "--c_dim=3"]),
     "cgan": (BASELINE, ["--system=cgan", "--vae={beta_vae}"]),
 }
+EVALUATIONS = {  # name: evaluate.py's flags; the metrics.json hashed is the last run's
+    "metrics_idgan_conv": ["--vae={beta_vae}", "--idgan={idgan_conv}"],
+    "metrics_infogan": ["--vae={infogan}", "--idgan={infogan}"],
+}
+EVALUATE = [os.path.join("benchmarks", "evaluate.py"), "--num_samples=64", "--batch_size=16"]
 
 
 def state_hash(path):
@@ -68,12 +76,22 @@ def main():
                 sys.exit(f"{name} failed: {result.stderr.strip().splitlines()[-1]}")
             hashes[name] = state_hash(os.path.join(dirs[name], "checkpoint.weights.h5"))
             print(f"{name:>18}  {hashes[name][:16]}", flush=True)
+        for name, flags in EVALUATIONS.items():
+            out = os.path.join(tmp, name + ".json")
+            flags = [f.format(**dirs) for f in flags] + [f"--out={out}"]
+            result = subprocess.run([sys.executable, *EVALUATE, *flags], cwd=ROOT, env=env,
+                                    capture_output=True, text=True)
+            if result.returncode:
+                sys.exit(f"{name} failed: {result.stderr.strip().splitlines()[-1]}")
+            text = open(out).read().replace(tmp, "TMP")  # run paths are written into it
+            hashes[name] = hashlib.sha256(text.encode()).hexdigest()
+            print(f"{name:>18}  {hashes[name][:16]}", flush=True)
     with open(args.out, "w") as f:
         json.dump(hashes, f, indent=2)
     if args.compare:
         with open(args.compare) as f:
             before = json.load(f)
-        differ = [name for name in RUNS if before.get(name) != hashes[name]]
+        differ = [name for name in hashes if before.get(name) != hashes[name]]
         print("identical to " + args.compare if not differ else "differ: " + ", ".join(differ))
         sys.exit(1 if differ else 0)
 
