@@ -7,20 +7,25 @@
 #
 # Each stage trains in 10,000-step legs: --steps only says where a process stops (it may
 # change between runs of one directory), so the legs train what one 300,000-step command
-# would. After each leg its backup is copied to RUNS/backups/ (milestone pictures and
-# rescoring a lost FID point read them) and the leg is skipped on the next start.
+# would. After each leg, its backup and the models its last log saved (encoder.keras and
+# decoder.keras, or generator.keras) are copied to RUNS/backups/NAME_STEP/ (milestone pictures
+# and rescoring a lost FID point read them), and the leg is skipped on the next start.
 set -euo pipefail
 runs=${1:?usage: bash benchmarks/fullrun.sh RUNS_DIR}
 mkdir -p "$runs/backups"
 curve=(--fid_every=10000 --fid_samples=2000 --noevaluate)
 
-leg() {  # leg NAME TARGET COMMAND...: train to TARGET steps, then keep the backup
-  local name=$1 target=$2 kept="$runs/backups/$1_$2.weights.h5"
+leg() {  # leg NAME TARGET COMMAND...: train to TARGET steps, then keep its state
+  local name=$1 target=$2 kept="$runs/backups/$1_$2"
   shift 2
-  [ -e "$kept" ] && return 0
+  [ -d "$kept" ] && return 0
   echo "$(date -u +%FT%TZ) start $name $target" >> "$runs/legs.log"
   "$@" --steps="$target" "${curve[@]}"
-  cp "$runs/$name/checkpoint.weights.h5" "$kept.tmp" && mv "$kept.tmp" "$kept"
+  rm -rf "$kept.tmp" && mkdir "$kept.tmp"
+  for file in checkpoint.weights.h5 flags.json fid_curve.csv {en,de}coder.keras generator.keras; do
+    [ ! -e "$runs/$name/$file" ] || cp "$runs/$name/$file" "$kept.tmp/"
+  done
+  mv "$kept.tmp" "$kept"
   echo "$(date -u +%FT%TZ) done $name $target" >> "$runs/legs.log"
 }
 
