@@ -62,6 +62,42 @@ def test_64px_run_writes_every_artifact(run64):
     assert read_png(os.path.join(run64, "figure6.png")).shape[0] == 2 * 64
 
 
+def test_draw_script_draws_figure6_from_the_saved_models_alone(tmp_path):
+    # benchmarks/draw.py (the README's line for the shipped full-budget models) on model files
+    # of known form whose outputs vary strongly with c: figure6's top row is decoder(mu(x)),
+    # its bottom row G(c = mu(x)) (sprites: no z), x the first 8 sprites of the stream at seed 0.
+    from keras import layers
+    import data
+
+    vae_dir, idgan_dir, out = tmp_path / "vae", tmp_path / "idgan", tmp_path / "pictures"
+    vae_dir.mkdir(), idgan_dir.mkdir()
+    (vae_dir / "flags.json").write_text(json.dumps(dict(dataset="sprites", res=32, c_dim=3)))
+    (idgan_dir / "flags.json").write_text(json.dumps(dict(dataset="sprites", res=32)))
+    wide = dict(kernel_initializer=keras.initializers.RandomNormal(stddev=3.0, seed=1))
+    x, c, z = keras.Input((32, 32, 1)), keras.Input((3,)), keras.Input((0,))
+    encoder = keras.Model(x, layers.Dense(6, **wide)(layers.Flatten()(x)))
+    decoder = keras.Model(c, layers.Activation("sigmoid")(
+        layers.Reshape((32, 32, 1))(layers.Dense(32 * 32, **wide)(c))))
+    generator = keras.Model([z, c], layers.Reshape((32, 32, 1))(
+        layers.Dense(32 * 32, activation="tanh", **wide)(layers.Concatenate()([z, c]))))
+    for model, path in [(encoder, vae_dir / "encoder.keras"),
+                        (decoder, vae_dir / "decoder.keras"),
+                        (generator, idgan_dir / "generator.keras")]:
+        model.save(path)
+    result = run(os.path.join("benchmarks", "draw.py"), f"--vae={vae_dir}", f"--idgan={idgan_dir}",
+                 f"--out={out}")
+    assert result.returncode == 0, result.stderr
+    real = next(iter(data.make_dataset("sprites", 32, 8, seed=0))).numpy()
+    mu = encoder(real).numpy()[:, :3]
+    rows = [decoder(mu).numpy(), (generator([np.zeros((8, 0)), mu]).numpy() + 1) / 2]
+    expected = np.concatenate([np.concatenate(list(row), axis=1) for row in rows], axis=0)
+    figure6 = read_png(str(out / "figure6.png")).astype(np.float32) / 255
+    assert np.std(expected[:32]) > 0.2  # the test sees a wrong code or a wrong image
+    np.testing.assert_allclose(figure6, expected, atol=1 / 255 + 1e-6)
+    assert {"vae_reconstructions.png", "vae_traversals.png", "samples.png", "figure7.png",
+            "traversals.png"} <= set(os.listdir(out))
+
+
 def test_generator_loads_in_a_fresh_process_without_the_project(run64, tmp_path):
     script = (
         "import sys, numpy as np, keras\n"
