@@ -323,8 +323,9 @@ class VAEGAN(vae.BetaVAE):
 
         fakes = ops.stop_gradient(fakes)
         with tf.GradientTape() as tape:
-            real_logits, r1 = idgan.r1_penalty(self.discriminator, images * 2.0 - 1.0)
-            fake_logits = self.discriminator(fakes, training=True)[:, 0]
+            discriminate = lambda x: self.discriminator(x, training=True)  # noqa: E731
+            real_logits, r1 = idgan.r1_penalty(discriminate, images * 2.0 - 1.0)
+            fake_logits = discriminate(fakes)[:, 0]
             # softplus(-D(x)) + softplus(D(x_rec)) + softplus(D(x_prior)) per example.
             d_loss = (ops.softplus(-real_logits[:, 0]) + ops.softplus(fake_logits[:batch])
                       + ops.softplus(fake_logits[batch:]))
