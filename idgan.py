@@ -379,14 +379,13 @@ class IDGAN(keras.Model):
         self.update_ema()
         return self.track(values)
 
-    def normal(self, shape, sample=keras.random.normal):
-        """N(0, I) (or keras.random's `sample`) for this replica's rows of the global batch:
-        each replica draws the global batch's and keeps its rows, so the replica count (GPUs,
-        workers) does not matter."""
+    def normal(self, shape):
+        """N(0, I) for this replica's rows of the global batch: each replica draws the global
+        batch's and keeps its rows, so the replica count (GPUs, workers) does not matter."""
         context = tf.distribute.get_replica_context()
         rows = shape[0]
-        noise = sample((rows * context.num_replicas_in_sync, *shape[1:]),
-                       seed=self.seed_generator)
+        noise = keras.random.normal((rows * context.num_replicas_in_sync, *shape[1:]),
+                                    seed=self.seed_generator)
         return noise[context.replica_id_in_sync_group * rows:][:rows]
 
     def encode(self, images):

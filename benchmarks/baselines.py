@@ -156,10 +156,14 @@ class InfoGAN(idgan.IDGAN):
         return self.track(values)
 
     def sample_codes(self, batch):
-        """c from the fixed prior: U(-1, 1) (Chen et al.) or N(0, I)."""
+        """c from the fixed prior, U(-1, 1) (Chen et al.) or N(0, I), for this replica's rows
+        of the global batch, drawn from the model's seed generator as IDGAN.normal draws."""
         if self.code_prior == "normal":
             return self.normal((batch, self.c_dim))
-        return 2.0 * self.normal((batch, self.c_dim), keras.random.uniform) - 1.0
+        context = tf.distribute.get_replica_context()
+        uniform = keras.random.uniform((batch * context.num_replicas_in_sync, self.c_dim),
+                                       seed=self.seed_generator)
+        return 2.0 * uniform[context.replica_id_in_sync_group * batch:][:batch] - 1.0
 
     def discriminate(self, images):
         return self.discriminator_and_q(images, training=True)  # [logit, Q's stats]

@@ -77,6 +77,23 @@ def test_infogan_q_nll_matches_numpy(infogan):
     np.testing.assert_allclose(codes.var(axis=0), 1 / 3, rtol=0.1)
 
 
+def test_infogan_prior_codes_do_not_depend_on_the_replica_count(two_replicas):
+    """Each replica draws the global batch's U(-1, 1) codes and keeps its own rows: two
+    replicas of 3 rows get the rows one device draws for 6, from the same seed."""
+    def codes(strategy, rows):
+        with strategy.scope():
+            model = baselines.InfoGAN(
+                idgan.build_conv_generator(C_DIM, 0, RES), baselines.build_infogan_discriminator(
+                    idgan.build_conv_discriminator(RES), C_DIM), nuisance_dim=0, c_dim=C_DIM,
+                seed=5)
+        drawn = strategy.run(tf.function(lambda: model.sample_codes(rows)))
+        return np.concatenate([np.asarray(c) for c in strategy.experimental_local_results(drawn)])
+
+    one_device = codes(tf.distribute.get_strategy(), 6)
+    assert one_device.shape == (6, C_DIM) and np.abs(one_device).max() <= 1.0
+    np.testing.assert_array_equal(codes(two_replicas, 3), one_device)
+
+
 def test_projection_discriminator_matches_numpy():
     keras.utils.set_random_seed(1)
     base = idgan.build_conv_discriminator(RES)
