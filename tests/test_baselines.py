@@ -303,7 +303,7 @@ def test_short_sprites_run_lowers_its_loss(sprites, system, term, drop):
 
 def test_train_baseline_writes_a_run_metrics_scores(tmp_path):
     """InfoGAN through the command line: the run directory metrics.py evaluates (no
-    decoder.keras: no VAE FID), scored with c from its prior, GILBO beside L_I."""
+    decoder.keras: no VAE FID), scored with c from its prior U(-1, 1), GILBO beside L_I."""
     run = tmp_path / "infogan"
     command = [sys.executable, os.path.join(ROOT, "benchmarks", "train_baseline.py"),
                "--system=infogan", f"--res={RES}", f"--c_dim={C_DIM}", "--batch_size=8",
@@ -321,5 +321,11 @@ def test_train_baseline_writes_a_run_metrics_scores(tmp_path):
     for key in ("mig", "fid_idgan", "l_i", "gilbo"):
         assert np.isfinite(scores[key]), key
     assert "fid_vae" not in scores
+    uniform = lambda images, rng: rng.uniform(-1, 1, (len(images), C_DIM))  # noqa: E731
+    prior = metrics.evaluate(str(run), str(run), num_samples=32, codes_fn=uniform,
+                             out=str(tmp_path / "prior.json"), log=lambda line: None,
+                             datasets=data)
+    for key in ("fid_idgan", "l_i", "gilbo"):
+        assert scores[key] == pytest.approx(prior[key], rel=1e-5), key
     generator = keras.models.load_model(run / "generator.keras")
     assert [tuple(t.shape[1:]) for t in generator.inputs] == [(0,), (C_DIM,)]
