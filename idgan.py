@@ -234,21 +234,16 @@ def logits(outputs):
     return logit[:, 0]
 
 
-def r1_penalty(discriminator, images, vdb_noise=None):
-    """The discriminator's outputs on `images` and the R1 penalty ||grad_x D(x)||^2 per example.
+def r1_penalty(discriminate, images):
+    """discriminate(images)'s outputs and the R1 penalty ||grad_x D(x)||^2 per example.
 
-    Call it inside the tape that differentiates the penalty (double backprop). A VDB
-    discriminator also takes its bottleneck noise. `discriminator` is a model (called in
-    training mode) or any function images -> outputs, e.g. one that adds a condition c.
+    Call it inside the tape that differentiates the penalty (double backprop).
+    `discriminate` maps images in [-1, 1] to D's outputs, as IDGAN.discriminate does.
     """
     images = tf.convert_to_tensor(images)
     with tf.GradientTape() as tape:
         tape.watch(images)
-        if isinstance(discriminator, keras.Model):
-            inputs = images if vdb_noise is None else [images, vdb_noise]
-            outputs = discriminator(inputs, training=True)
-        else:
-            outputs = discriminator(images)
+        outputs = discriminate(images)
         logit_sum = ops.sum(logits(outputs))
     grads = tape.gradient(logit_sum, images)
     return outputs, ops.sum(ops.square(grads), axis=(1, 2, 3))
@@ -384,14 +379,13 @@ class IDGAN(keras.Model):
         self.update_ema()
         return self.track(values)
 
-    def normal(self, shape, sample=keras.random.normal):
-        """N(0, I) (or keras.random's `sample`) for this replica's rows of the global batch:
-        each replica draws the global batch's and keeps its rows, so the replica count (GPUs,
-        workers) does not matter."""
+    def normal(self, shape):
+        """N(0, I) for this replica's rows of the global batch: each replica draws the global
+        batch's and keeps its rows, so the replica count (GPUs, workers) does not matter."""
         context = tf.distribute.get_replica_context()
         rows = shape[0]
-        noise = sample((rows * context.num_replicas_in_sync, *shape[1:]),
-                       seed=self.seed_generator)
+        noise = keras.random.normal((rows * context.num_replicas_in_sync, *shape[1:]),
+                                    seed=self.seed_generator)
         return noise[context.replica_id_in_sync_group * rows:][:rows]
 
     def encode(self, images):

@@ -180,13 +180,13 @@ def main(argv):
         print("No evaluation: metrics.py needs --vae to be a stage-1 run directory.")
 
 
-def sampler(generator, encoder, config, codes_fn=None):
+def sampler(generator, encoder, config):
     """generate(n) -> n images in [0, 1] of the (moving-average) generator for --fid_every,
-    c from the encoder on a real stream of its own, as in training, or from codes_fn."""
+    c from the encoder on a real stream of its own, as in training."""
     real = data.make_dataset(config["dataset"], config["res"], 100, config["data_dir"],
                              config["seed"] + 1, config["painting"])
     return metrics.generator_sampler(generator, encoder, iter(real),
-                                     np.random.default_rng(config["seed"]), codes_fn)
+                                     np.random.default_rng(config["seed"]))
 
 
 # ---------------------------------------------------------------------------------------

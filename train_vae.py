@@ -434,8 +434,8 @@ class Run(keras.callbacks.Callback):
         self.model.stop_training = True
         return False
 
-    def evaluate(self, vae_run=None, codes_fn=None):
-        """metrics.evaluate on the finished run(s), c from codes_fn if given (InfoGAN)."""
+    def evaluate(self, vae_run=None):
+        """The finished run's metrics.json (a stage-2 run's scored with its stage-1 run vae_run)."""
         config = self.config
         if not config["evaluate"] or not self.chief:
             return
@@ -446,12 +446,15 @@ class Run(keras.callbacks.Callback):
               + (f" --idgan={self.dir}" if vae_run else "") + f" --num_samples={num_samples}",
               flush=True)
         try:
-            results = metrics.evaluate(*runs, num_samples=num_samples,
-                                       inception_weights=config["inception_weights"],
-                                       codes_fn=codes_fn, datasets=data)
+            results = self.score(*runs, num_samples=num_samples,
+                                 inception_weights=config["inception_weights"])
         except (OSError, ValueError, RuntimeError) as error:
             fail(f"training finished but evaluation failed: {first_line(error)}")
         print("Metrics (metrics.json):\n" + "\n".join(f"  {k}: {v}" for k, v in results.items()))
+
+    def score(self, *runs, **options):
+        """metrics.evaluate of the run directories on data.py's datasets."""
+        return metrics.evaluate(*runs, datasets=data, **options)
 
 
 def read_flags_file(path):

@@ -156,10 +156,14 @@ class InfoGAN(idgan.IDGAN):
         return self.track(values)
 
     def sample_codes(self, batch):
-        """c from the fixed prior: U(-1, 1) (Chen et al.) or N(0, I)."""
+        """c from the fixed prior, U(-1, 1) (Chen et al.) or N(0, I), for this replica's rows
+        of the global batch, drawn from the model's seed generator as IDGAN.normal draws."""
         if self.code_prior == "normal":
             return self.normal((batch, self.c_dim))
-        return 2.0 * self.normal((batch, self.c_dim), keras.random.uniform) - 1.0
+        context = tf.distribute.get_replica_context()
+        uniform = keras.random.uniform((batch * context.num_replicas_in_sync, self.c_dim),
+                                       seed=self.seed_generator)
+        return 2.0 * uniform[context.replica_id_in_sync_group * batch:][:batch] - 1.0
 
     def discriminate(self, images):
         return self.discriminator_and_q(images, training=True)  # [logit, Q's stats]
@@ -323,8 +327,9 @@ class VAEGAN(vae.BetaVAE):
 
         fakes = ops.stop_gradient(fakes)
         with tf.GradientTape() as tape:
-            real_logits, r1 = idgan.r1_penalty(self.discriminator, images * 2.0 - 1.0)
-            fake_logits = self.discriminator(fakes, training=True)[:, 0]
+            discriminate = lambda x: self.discriminator(x, training=True)  # noqa: E731
+            real_logits, r1 = idgan.r1_penalty(discriminate, images * 2.0 - 1.0)
+            fake_logits = discriminate(fakes)[:, 0]
             # softplus(-D(x)) + softplus(D(x_rec)) + softplus(D(x_prior)) per example.
             d_loss = (ops.softplus(-real_logits[:, 0]) + ops.softplus(fake_logits[:batch])
                       + ops.softplus(fake_logits[batch:]))

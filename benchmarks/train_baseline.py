@@ -27,7 +27,9 @@ import keras  # noqa: E402
 
 import baselines  # noqa: E402
 import data  # noqa: E402
+import evaluate  # noqa: E402 (benchmarks/evaluate.py)
 import idgan  # noqa: E402
+import metrics  # noqa: E402
 import train_idgan  # noqa: E402
 import vae  # noqa: E402
 from train_vae import (  # noqa: E402
@@ -181,11 +183,27 @@ def build_model(config, channels, encoder):
     return model, model.g_optimizer
 
 
+class BaselineRun(Run):
+    """train_vae.Run scoring as benchmarks/evaluate.py does: InfoGAN's c from its prior."""
+
+    def score(self, *runs, **options):
+        return evaluate.evaluate(*runs, **options)
+
+
+def sampler(generator, encoder, config):
+    """train_idgan.sampler's generate(n) for --fid_every, InfoGAN's c from its prior."""
+    real = data.make_dataset(config["dataset"], config["res"], 100, config["data_dir"],
+                             config["seed"] + 1, config["painting"])
+    codes_fn = baselines.prior_codes_fn(config.get("code_prior"), config["c_dim"])
+    return metrics.generator_sampler(generator, encoder, iter(real),
+                                     np.random.default_rng(config["seed"]), codes_fn)
+
+
 def main(argv):
     strategy = make_strategy(FLAGS.strategy)
     with strategy.scope():
         config, encoder = resolved_flags(argv)
-    run = Run(config, strategy)
+    run = BaselineRun(config, strategy)
     check_flags(config, encoder)
     channels = data.num_channels(config["dataset"])
     with strategy.scope():
@@ -199,13 +217,11 @@ def main(argv):
     vae_run = config["vae"] if config["system"] == "cgan" else run.dir
     generator = (baselines.decoder_as_generator(model.decoder) if config["system"] == "vae_gan"
                  else model.generator_ema)
-    codes_fn = baselines.prior_codes_fn(config.get("code_prior"), config["c_dim"])
     run.fit(model, stream, log_pictures,
-            train_idgan.sampler(generator, model.encoder, config, codes_fn)
-            if config["fid_every"] else None,
+            sampler(generator, model.encoder, config) if config["fid_every"] else None,
             os.path.join(vae_run, "factor_classifier.keras"))
     if os.path.isfile(os.path.join(vae_run, "encoder.keras")):
-        run.evaluate(vae_run=vae_run, codes_fn=codes_fn)
+        run.evaluate(vae_run=vae_run)
     elif config["evaluate"] and run.chief:
         print("No evaluation: metrics.py needs --vae to be a stage-1 run directory.")
 

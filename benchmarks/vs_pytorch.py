@@ -261,7 +261,7 @@ def profile_stage2(repeats):
         fake = generator([no_z, c], training=True)
         with tf.GradientTape() as tape:
             if with_r1:
-                real_out, r1 = idgan.r1_penalty(discriminator, real * 2.0 - 1.0)
+                real_out, r1 = idgan.r1_penalty(model.discriminate, real * 2.0 - 1.0)
             else:
                 real_out, r1 = discriminator(real * 2.0 - 1.0, training=True), 0.0
             fake_out = discriminator(fake, training=True)

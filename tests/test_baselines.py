@@ -77,6 +77,23 @@ def test_infogan_q_nll_matches_numpy(infogan):
     np.testing.assert_allclose(codes.var(axis=0), 1 / 3, rtol=0.1)
 
 
+def test_infogan_prior_codes_do_not_depend_on_the_replica_count(two_replicas):
+    """Each replica draws the global batch's U(-1, 1) codes and keeps its own rows: two
+    replicas of 3 rows get the rows one device draws for 6, from the same seed."""
+    def codes(strategy, rows):
+        with strategy.scope():
+            model = baselines.InfoGAN(
+                idgan.build_conv_generator(C_DIM, 0, RES), baselines.build_infogan_discriminator(
+                    idgan.build_conv_discriminator(RES), C_DIM), nuisance_dim=0, c_dim=C_DIM,
+                seed=5)
+        drawn = strategy.run(tf.function(lambda: model.sample_codes(rows)))
+        return np.concatenate([np.asarray(c) for c in strategy.experimental_local_results(drawn)])
+
+    one_device = codes(tf.distribute.get_strategy(), 6)
+    assert one_device.shape == (6, C_DIM) and np.abs(one_device).max() <= 1.0
+    np.testing.assert_array_equal(codes(two_replicas, 3), one_device)
+
+
 def test_projection_discriminator_matches_numpy():
     keras.utils.set_random_seed(1)
     base = idgan.build_conv_discriminator(RES)
@@ -286,7 +303,7 @@ def test_short_sprites_run_lowers_its_loss(sprites, system, term, drop):
 
 def test_train_baseline_writes_a_run_metrics_scores(tmp_path):
     """InfoGAN through the command line: the run directory metrics.py evaluates (no
-    decoder.keras: no VAE FID), scored with c from its prior, GILBO beside L_I."""
+    decoder.keras: no VAE FID), scored with c from its prior U(-1, 1), GILBO beside L_I."""
     run = tmp_path / "infogan"
     command = [sys.executable, os.path.join(ROOT, "benchmarks", "train_baseline.py"),
                "--system=infogan", f"--res={RES}", f"--c_dim={C_DIM}", "--batch_size=8",
@@ -304,5 +321,11 @@ def test_train_baseline_writes_a_run_metrics_scores(tmp_path):
     for key in ("mig", "fid_idgan", "l_i", "gilbo"):
         assert np.isfinite(scores[key]), key
     assert "fid_vae" not in scores
+    uniform = lambda images, rng: rng.uniform(-1, 1, (len(images), C_DIM))  # noqa: E731
+    prior = metrics.evaluate(str(run), str(run), num_samples=32, codes_fn=uniform,
+                             out=str(tmp_path / "prior.json"), log=lambda line: None,
+                             datasets=data)
+    for key in ("fid_idgan", "l_i", "gilbo"):
+        assert scores[key] == pytest.approx(prior[key], rel=1e-5), key
     generator = keras.models.load_model(run / "generator.keras")
     assert [tuple(t.shape[1:]) for t in generator.inputs] == [(0,), (C_DIM,)]

@@ -172,7 +172,7 @@ def test_r1_matches_linear_closed_form(stage2):
     discriminator = keras.Model(image, linear(layers.Flatten()(image)))
     x = tf.constant(stage2.images(5, 8, 2) * 2 - 1)
     with tf.GradientTape() as tape:
-        outputs, r1 = idgan.r1_penalty(discriminator, x)
+        outputs, r1 = idgan.r1_penalty(lambda x: discriminator(x, training=True), x)
         mean_r1 = tf.reduce_mean(r1)
     w = linear.kernel.numpy()
     np.testing.assert_allclose(r1.numpy(), np.full(5, np.sum(w**2)), rtol=1e-5)
