@@ -25,7 +25,7 @@ import metrics  # noqa: E402
 from train_vae import (  # noqa: E402
     Run, define_shared_flags, fail, first_line, is_resolution, make_strategy, parse_flags,
     published, read_flags_file, script_flags)
-from vae import image_grid  # noqa: E402
+from vae import image_grid, in_chunks  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -164,12 +164,13 @@ def main(argv):
     # Natural images get the authors' random flip and dequantisation noise (inputs.py);
     # the sprites family is fed as it is.
     stream, real = run.start(model, model.g_optimizer, config["res"], augment=True)
+    chunk = config["batch_size"]  # the grids' images go through the networks a batch at a time
     pictures = picture_inputs(encoder, c_dim, config["nuisance_dim"], real[:8],
-                              np.random.default_rng(config["seed"]))
+                              np.random.default_rng(config["seed"]), chunk)
 
     def log_pictures(step):
         run.save(model.generator_ema, "generator.keras")
-        return draw_pictures(model.generator_ema, decoder, **pictures)
+        return draw_pictures(model.generator_ema, decoder, chunk, **pictures)
 
     run.fit(model, stream, log_pictures,
             sampler(model.generator_ema, encoder, config) if config["fid_every"] else None,
@@ -190,16 +191,17 @@ def sampler(generator, encoder, config):
 
 
 # ---------------------------------------------------------------------------------------
-# Picture grids. Codes come from the encoder's posterior means on a fixed real batch.
+# Picture grids. Codes come from the encoder's posterior means on a fixed real batch. The
+# networks see at most `chunk` images per call (vae.in_chunks): the training batch's memory.
 
 
-def picture_inputs(encoder, c_dim, nuisance_dim, real, rng, columns=8):
+def picture_inputs(encoder, c_dim, nuisance_dim, real, rng, chunk, columns=8):
     """Fixed inputs for the grids: posterior means of the real batch (`codes`), and
     columns^2 samples of q(c) (`sampled_codes`) and of z."""
     count = columns * columns
     codes, sampled = np.zeros((len(real), 0), "float32"), np.zeros((count, 0), "float32")
     if c_dim:
-        stats = np.asarray(encoder(idgan.encoder_view(real, encoder.input_shape[1:3])))
+        stats = in_chunks(encoder, idgan.encoder_view(real, encoder.input_shape[1:3]), chunk)
         codes, logvar = stats[:, :c_dim], stats[:, c_dim:]
         pick = np.arange(count) % len(real)
         noise = rng.standard_normal((count, c_dim)).astype("float32")
@@ -208,27 +210,28 @@ def picture_inputs(encoder, c_dim, nuisance_dim, real, rng, columns=8):
     return dict(codes=codes, sampled_codes=sampled, z=z, columns=columns)
 
 
-def draw_pictures(generator, decoder, codes, sampled_codes, z, columns):
+def draw_pictures(generator, decoder, chunk, codes, sampled_codes, z, columns):
     """samples, traversals, figure7 and (with a stage-1 decoder) figure6 grids."""
-    to_unit = lambda images: (np.asarray(images) + 1.0) / 2.0  # noqa: E731
+    generate = lambda noise, c: (in_chunks(generator, [noise, c], chunk) + 1.0) / 2.0  # noqa: E731
     n, c_dim = codes.shape
-    pictures = {"samples": image_grid(to_unit(generator([z, sampled_codes])), rows=columns)}
+    pictures = {"samples": image_grid(generate(z, sampled_codes), rows=columns)}
     if c_dim == 0:
         return pictures
     # Figure 7: row i shares c_i, column j shares z_j.
     rows = min(n, columns)
     grid_codes = np.repeat(codes[:rows], columns, axis=0)
     grid_z = np.tile(z[:columns], (rows, 1))
-    pictures["figure7"] = image_grid(to_unit(generator([grid_z, grid_codes])), rows=rows)
+    pictures["figure7"] = image_grid(generate(grid_z, grid_codes), rows=rows)
     # Traversals: dimension i of the first code swept over [-2.5, 2.5], z fixed.
     values = np.linspace(-2.5, 2.5, columns, dtype="float32")
     swept = np.repeat(codes[:1], c_dim * columns, axis=0)
     swept[np.arange(len(swept)), np.repeat(np.arange(c_dim), columns)] = np.tile(values, c_dim)
     fixed_z = np.repeat(z[:1], len(swept), axis=0)
-    pictures["traversals"] = image_grid(to_unit(generator([fixed_z, swept])), rows=c_dim)
+    pictures["traversals"] = image_grid(generate(fixed_z, swept), rows=c_dim)
     if decoder is not None:  # Figure 6: the VAE decoder above, the generator below, same c
-        fakes = to_unit(generator([z[:n], codes]))
-        decoded = keras.ops.image.resize(decoder(codes), fakes.shape[1:3], "nearest")
+        fakes = generate(z[:n], codes)
+        decoded = keras.ops.image.resize(in_chunks(decoder, codes, chunk), fakes.shape[1:3],
+                                         "nearest")
         pictures["figure6"] = image_grid(np.concatenate([decoded, fakes]), rows=2)
     return pictures
 

@@ -110,14 +110,14 @@ def main(argv):
     # FactorVAE takes two independent batches per step (vae.py).
     stream, first_batch = run.start(model, model.optimizer, res,
                                     pairs=config["model"] == "factor_vae")
-    fixed_images = first_batch[:8]
+    fixed_images, chunk = first_batch[:8], config["batch_size"]  # grids: a batch per call
 
     def log_pictures(step):
         run.save(encoder, "encoder.keras")
         run.save(vae.image_decoder(decoder), "decoder.keras")
-        reconstructions = np.concatenate([fixed_images, model(fixed_images)], axis=0)
+        reconstructions = np.concatenate([fixed_images, vae.in_chunks(model, fixed_images, chunk)])
         return {"reconstructions": vae.image_grid(reconstructions, rows=2),
-                "traversals": vae.traversal_grid(encoder, decoder, fixed_images[:1])}
+                "traversals": vae.traversal_grid(encoder, decoder, fixed_images[:1], chunk=chunk)}
 
     rng, sample_decoder = np.random.default_rng(config["seed"]), vae.image_decoder(decoder)
     prior_samples = lambda n: sample_decoder(  # noqa: E731

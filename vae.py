@@ -327,11 +327,22 @@ def image_grid(images, rows):
     return (grid.reshape(rows * h, cols * w, c) * 255).round().astype(np.uint8)
 
 
-def traversal_grid(encoder, decoder, image, values=np.linspace(-2.5, 2.5, 10)):
-    """One row per code dimension: that dimension swept over `values`, the rest at mu(x)."""
-    mu, _ = split_stats(encoder(image))
+def in_chunks(model, inputs, chunk):
+    """model(inputs) as one array, computed `chunk` rows per call, so a grid of many images
+    needs no more memory than a training batch. inputs: an array, or a list of arrays."""
+    many = isinstance(inputs, (list, tuple))
+    rows = len(inputs[0] if many else inputs)
+    return np.concatenate([
+        np.asarray(model([x[i:i + chunk] for x in inputs] if many else inputs[i:i + chunk]))
+        for i in range(0, rows, chunk)])
+
+
+def traversal_grid(encoder, decoder, image, values=np.linspace(-2.5, 2.5, 10), chunk=64):
+    """One row per code dimension: that dimension swept over `values`, the rest at mu(x).
+    The decoder sees at most `chunk` codes at a time (the training batch, say)."""
+    mu, _ = split_stats(in_chunks(encoder, image, chunk))
     c_dim = mu.shape[-1]
     codes = np.repeat(np.asarray(mu), c_dim * len(values), axis=0)
     rows = np.repeat(np.arange(c_dim), len(values))
     codes[np.arange(len(codes)), rows] = np.tile(values, c_dim)
-    return image_grid(keras.ops.sigmoid(decoder(codes)), rows=c_dim)
+    return image_grid(keras.ops.sigmoid(in_chunks(decoder, codes, chunk)), rows=c_dim)

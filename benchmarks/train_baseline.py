@@ -243,17 +243,19 @@ def save_and_draw(model, config, run, real):
         run.save(encoder, "encoder.keras")
     if decoder is not None:
         run.save(vae.image_decoder(decoder), "decoder.keras")
-    inputs = train_idgan.picture_inputs(encoder, c_dim, generator.inputs[0].shape[-1], real, rng)
+    chunk = config["batch_size"]  # images per network call, as in training
+    inputs = train_idgan.picture_inputs(encoder, c_dim, generator.inputs[0].shape[-1], real, rng,
+                                        chunk)
     if system == "infogan":  # numpy's draws: the model's noise stream is the checkpoint's
         shape = inputs["sampled_codes"].shape
         inputs["sampled_codes"] = (rng.uniform(-1, 1, shape) if config["code_prior"] == "uniform"
                                    else rng.standard_normal(shape)).astype("float32")
     figure6 = vae.image_decoder(decoder) if system == "end_to_end" else None
-    pictures = train_idgan.draw_pictures(generator, figure6, **inputs)
+    pictures = train_idgan.draw_pictures(generator, figure6, chunk, **inputs)
     if decoder is not None:
         vae_model = model if system == "vae_gan" else model.vae
-        pictures["reconstructions"] = vae.image_grid(np.concatenate([real, vae_model(real)]),
-                                                     rows=2)
+        both = np.concatenate([real, vae.in_chunks(vae_model, real, chunk)])
+        pictures["reconstructions"] = vae.image_grid(both, rows=2)
     return pictures
 
 

@@ -182,3 +182,63 @@ def test_stage1_data_dir_is_inherited_only_for_stage1_dataset(tmp_path):
                 f"--out_dir={tmp_path / 'b'}")
     assert other.returncode == 2, other.stdout[-2000:]
     assert str(folder) not in other.stderr and "Traceback" not in other.stderr
+
+
+# Picture grids in chunks: networks called on at most a training batch at a time.
+
+
+class Refusing:
+    """A model that raises on a call with more than `chunk` rows; otherwise the model."""
+
+    def __init__(self, model, chunk):
+        self.model, self.chunk = model, chunk
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __call__(self, inputs):
+        rows = len(inputs[0] if isinstance(inputs, list) else inputs)
+        if rows > self.chunk:
+            raise ValueError(f"{rows} rows in one call, more than the chunk of {self.chunk}")
+        return self.model(inputs)
+
+
+def assert_same_grids(chunked, whole):
+    """Equal uint8 grids up to one grey level (float rounding of other batch shapes)."""
+    assert sorted(chunked) == sorted(whole)
+    for name, grid in whole.items():
+        assert len(np.unique(grid)) > 20, name  # varied pictures: a misplaced chunk shows
+        assert chunked[name].shape == grid.shape, name
+        assert np.abs(chunked[name].astype(int) - grid.astype(int)).max() <= 1, name
+
+
+def test_stage2_grids_are_drawn_in_chunks_and_match_one_call_grids(stage2):
+    import train_idgan
+    import vae
+    generator = stage2.tiny_resnets(3, 2)[0]  # 32 px, 3 channels
+    encoder = stage2.tiny_encoder(3, res=16)
+    decoder = vae.image_decoder(vae.build_decoder(3, 32, channels=3, init="keras"))
+    real = stage2.images(8)
+
+    def draw(chunk, wrap):
+        inputs = train_idgan.picture_inputs(wrap(encoder), 3, 2, real, np.random.default_rng(0),
+                                            chunk)
+        return train_idgan.draw_pictures(wrap(generator), wrap(decoder), chunk, **inputs)
+
+    chunked = draw(5, lambda model: Refusing(model, 5))  # 5 divides none of 8, 64, 24
+    whole = draw(1000, lambda model: model)  # one call per grid: the plain networks
+    assert set(whole) == {"samples", "figure7", "traversals", "figure6"}
+    assert_same_grids(chunked, whole)
+
+
+def test_stage1_traversal_grid_is_decoded_in_chunks_and_matches_one_call(stage2):
+    import vae
+    encoder = stage2.tiny_encoder(3, res=32)
+    decoder = keras.Sequential([  # logits of a wide spread: varied grey levels
+        keras.Input((3,)), keras.layers.Dense(32 * 32 * 3, kernel_initializer="random_normal"),
+        keras.layers.Rescaling(30.0), keras.layers.Reshape((32, 32, 3))])
+    image = stage2.images(1)
+    chunked = vae.traversal_grid(Refusing(encoder, 4), Refusing(decoder, 4), image, chunk=4)
+    whole = vae.traversal_grid(encoder, decoder, image, chunk=1000)  # 30 codes in one call
+    assert chunked.shape == (3 * 32, 10 * 32, 3)
+    assert_same_grids({"traversals": chunked}, {"traversals": whole})
