@@ -54,13 +54,15 @@ def draw(vae_dir, idgan_dir=None, seed=0):
     mu = np.asarray(encoder(real))[:, :c_dim]
     logits = keras.Model(decoder.input, decoder.layers[-1].input)  # decoder.keras: sigmoid(logits)
     pictures = {"vae_reconstructions": vae.image_grid(np.concatenate([real, decoder(mu)]), 2),
-                "vae_traversals": vae.traversal_grid(encoder, logits, real[:1])}
+                "vae_traversals": vae.traversal_grid(encoder, logits, real[:1],
+                                                     chunk=stage1.get("batch_size", 64))}
     if idgan_dir:
         stage2, (generator,) = load(idgan_dir, "generator.keras")
         z_dim, c_dim = (x.shape[-1] for x in generator.inputs)
+        chunk = stage2.get("batch_size", 64)  # images per network call, as in training
         inputs = train_idgan.picture_inputs(encoder, c_dim, z_dim, real_images(
-            stage1, stage2["res"], seed), np.random.default_rng(seed))
-        pictures.update(train_idgan.draw_pictures(generator, decoder, **inputs))
+            stage1, stage2["res"], seed), np.random.default_rng(seed), chunk)
+        pictures.update(train_idgan.draw_pictures(generator, decoder, chunk, **inputs))
     return pictures
 
 
