@@ -434,6 +434,7 @@ def compute_mig(ground_truth_data, encode_fn, rng, num_samples=10_000, num_bins=
 # c for a batch of real images is codes_fn(images, rng) -> (n, c_dim), by default (None)
 # c ~ q(c|x), the encoder's posterior on them: samples of the aggregated posterior, as in
 # stage-2 training. A model whose c has a fixed prior passes a codes_fn drawing from it.
+# G sees at most `chunk` images a call (its training batch: bounded memory; None: all at once).
 def _posterior(encoder, images):
     """(mu, logvar) as float64 arrays, the images resized to the encoder's input."""
     return np.split(np.asarray(encoder(_resized(images, encoder), training=False), np.float64),
@@ -447,29 +448,39 @@ def _codes(encoder, images, rng, codes_fn):
     return mu + np.exp(logvar / 2) * rng.standard_normal(mu.shape)
 
 
-def _generate(generator, c, rng):
+def _in_chunks(model, inputs, chunk=None):
+    """model(inputs, training=False), inputs an array or a list of arrays of n rows, called on
+    at most `chunk` rows at a time (None: all n), the outputs concatenated."""
+    n = len(tf.nest.flatten(inputs)[0])
+    if chunk is None or n <= chunk:
+        return model(inputs, training=False)
+    return tf.concat([model(tf.nest.map_structure(lambda x: x[start:start + chunk], inputs),
+                            training=False) for start in range(0, n, chunk)], axis=0)
+
+
+def _generate(generator, c, rng, chunk=None):
     """G([z, c]) mapped from [-1, 1] to [0, 1], with z ~ N(0, I) of the generator's width."""
     z = rng.standard_normal((len(c), generator.inputs[0].shape[-1]))
-    return (generator([z.astype(np.float32), c.astype(np.float32)], training=False) + 1) / 2
+    return (_in_chunks(generator, [z.astype(np.float32), c.astype(np.float32)], chunk) + 1) / 2
 
 
-def generator_sampler(generator, encoder, real_batches, rng, codes_fn=None):
+def generator_sampler(generator, encoder, real_batches, rng, codes_fn=None, chunk=None):
     """generate(n) -> n images in [0, 1] of G([z, c]), c drawn for the next batch of the
     iterator real_batches; width-0 c for a generator without one (a plain GAN)."""
     uses_codes = generator.inputs[1].shape[-1] > 0
-    return lambda n: _generate(generator, _codes(
-        encoder, next(real_batches)[:n], rng, codes_fn) if uses_codes else np.zeros((n, 0)), rng)
+    return lambda n: _generate(generator, _codes(encoder, next(real_batches)[:n], rng, codes_fn)
+                               if uses_codes else np.zeros((n, 0)), rng, chunk)
 
 
 def distill_lower_bound(generator, encoder, real_batches, num_samples=10_000, seed=0,
-                        codes_fn=None):
+                        codes_fn=None, chunk=None):
     """L_I = -E[NLL of c under Encoder(G(z, c))] over num_samples fresh samples, c drawn for
     `real_batches` (images in [0, 1]), z ~ N(0, I), the encoder seeing G's output mapped to
     [0, 1] as in the stage-2 objective (Eq. 7); higher means G(s) keeps more of c."""
     rng, total, count = np.random.default_rng(seed), 0.0, 0
     for real in real_batches:
         c = _codes(encoder, real[:num_samples - count], rng, codes_fn)
-        mu_hat, logvar_hat = _posterior(encoder, _generate(generator, c, rng))
+        mu_hat, logvar_hat = _posterior(encoder, _generate(generator, c, rng, chunk))
         nll = 0.5 * (np.log(2 * np.pi) + logvar_hat + (c - mu_hat) ** 2 / np.exp(logvar_hat))
         total, count = total + nll.sum(), count + len(c)
         if count >= num_samples:
@@ -480,7 +491,7 @@ def distill_lower_bound(generator, encoder, real_batches, num_samples=10_000, se
 
 
 def gilbo(generator, encoder, real_batches, num_samples=10_000, train_steps=2_000,
-          learning_rate=1e-3, seed=0, codes_fn=None, auxiliary=None):
+          learning_rate=1e-3, seed=0, codes_fn=None, auxiliary=None, chunk=None):
     """GILBO without H(c) (Table 3, footnotes 3 to 5): E[log e(c | G(z, c))] in nats over
     num_samples fresh pairs, for an auxiliary encoder e (a fresh copy of the encoder, or
     `auxiliary`) first trained train_steps Adam steps with G frozen, each on a real batch of
@@ -510,7 +521,7 @@ def gilbo(generator, encoder, real_batches, num_samples=10_000, train_steps=2_00
         if real is None:
             raise ValueError("gilbo ran out of real images.")
         c = _codes(encoder, real if n is None else real[:n], rng, codes_fn)
-        return c, tf.convert_to_tensor(_generate(generator, c, rng), tf.float32)
+        return c, tf.convert_to_tensor(_generate(generator, c, rng, chunk), tf.float32)
     for _ in range(train_steps):
         c, images = pairs()
         train_step(images, tf.convert_to_tensor(c, tf.float32))
@@ -657,10 +668,11 @@ def idgan_scores(generator, encoder, runs, reference, classifier_path, steps, in
     logged: the FID of its samples; L_I and GILBO if it takes c, drawn (codes_fn, else the
     encoder) for its real images, stream seed + 1 for FID and L_I, seed + 2 for GILBO. FID
     uses the stage-1 reference (features_fn, description, real statistics) where it serves:
-    other ground truth has a classifier of its own, other images statistics of their own."""
+    other ground truth has a classifier of its own, other images statistics of their own.
+    The generator sees at most its run's training batch (flags.json batch_size) a call."""
     (vae_flags, source), (idgan_flags, idgan_source) = runs
     (features_fn, fid_features, real), name = reference, idgan_source[0]
-    res = idgan_flags.get("res", vae_flags["res"])
+    res, chunk = idgan_flags.get("res", vae_flags["res"]), idgan_flags.get("batch_size")
     images = lambda batch, seed: datasets.make_dataset(  # noqa: E731  endless
         name, res, batch, data_dir=idgan_source[1], seed=seed, painting=idgan_source[2])
     results = dict(idgan_dataset=name)
@@ -677,17 +689,17 @@ def idgan_scores(generator, encoder, runs, reference, classifier_path, steps, in
     posterior_images = iter(images(batch_size, seed + 1))  # endless, as in training
     results["fid_idgan"] = frechet_distance(*real, *stage_statistics(
         "FID, ID-GAN samples", features_fn, num_samples, log, generate_fn=generator_sampler(
-            generator, encoder, posterior_images, rng, codes_fn), batch_size=batch_size))
+            generator, encoder, posterior_images, rng, codes_fn, chunk), batch_size=batch_size))
     if generator.inputs[1].shape[-1] == 0:  # L_I and GILBO need c
         return results
     progress = _Progress(log, "L_I", num_samples, "samples")
     results["l_i"] = distill_lower_bound(generator, encoder, map(progress.counting(
-        lambda batch: batch), posterior_images), num_samples, seed, codes_fn)
+        lambda batch: batch), posterior_images), num_samples, seed, codes_fn, chunk)
     progress.end()
     steps = evaluation_sizes(num_samples)[1]
     progress = _Progress(log, "GILBO", num_samples, "samples")
     results["gilbo"] = gilbo(generator, encoder, iter(images(GILBO_BATCH, seed + 2)),
-                             num_samples, steps, seed=seed, codes_fn=codes_fn)
+                             num_samples, steps, seed=seed, codes_fn=codes_fn, chunk=chunk)
     progress.end(f" (its encoder trained {steps:,} steps first)")
     return dict(results, gilbo_train_steps=steps)
 
@@ -698,8 +710,9 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
     """FVM (both protocols) and MIG on the encoder's dataset, FIDs of VAE and ID-GAN samples,
     L_I and GILBO of runs (README "Metrics"), written to `out` (default: metrics.json in the
     last run). num_samples counts FID and L_I samples and caps the other sizes; batch_size
-    changes speed only. An ID-GAN's own data (CelebA-HQ on a CelebA encoder) is used, c from
-    codes_fn (generator_sampler) or the encoder; disentanglement=False skips FVM and MIG."""
+    changes speed only (each model sees at most its run's training batch a call). An ID-GAN's
+    own data (CelebA-HQ on a CelebA encoder) is used, c from codes_fn (generator_sampler) or
+    the encoder; disentanglement=False skips FVM and MIG."""
     runs, encoder, decoder, generator = _open_runs(vae_run, idgan_run, num_samples, batch_size,
                                                    classifier_steps, datasets)
     vae_flags, source = runs[0]
@@ -720,9 +733,9 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
     real = stage_statistics("FID, real images", features_fn, num_samples, log, real_images)
     if decoder is not None:
         results["fid_vae"] = frechet_distance(*real, *stage_statistics(
-            "FID, VAE samples", features_fn, num_samples, log, generate_fn=lambda n: decoder(
-                rng.standard_normal((n, vae_flags["c_dim"])).astype(np.float32),
-                training=False), batch_size=batch_size))
+            "FID, VAE samples", features_fn, num_samples, log, generate_fn=lambda n: _in_chunks(
+                decoder, rng.standard_normal((n, vae_flags["c_dim"])).astype(np.float32),
+                vae_flags.get("batch_size")), batch_size=batch_size))
     if idgan_run:
         results.update(idgan_scores(
             generator, encoder, runs, (features_fn, fid_features, real), classifier_path, steps,
