@@ -434,6 +434,7 @@ def compute_mig(ground_truth_data, encode_fn, rng, num_samples=10_000, num_bins=
 # c for a batch of real images is codes_fn(images, rng) -> (n, c_dim), by default (None)
 # c ~ q(c|x), the encoder's posterior on them: samples of the aggregated posterior, as in
 # stage-2 training. A model whose c has a fixed prior passes a codes_fn drawing from it.
+# G sees at most `chunk` images a call (its training batch: bounded memory; None: all at once).
 def _posterior(encoder, images):
     """(mu, logvar) as float64 arrays, the images resized to the encoder's input."""
     return np.split(np.asarray(encoder(_resized(images, encoder), training=False), np.float64),
@@ -447,29 +448,39 @@ def _codes(encoder, images, rng, codes_fn):
     return mu + np.exp(logvar / 2) * rng.standard_normal(mu.shape)
 
 
-def _generate(generator, c, rng):
+def _in_chunks(model, inputs, chunk=None):
+    """model(inputs, training=False), inputs an array or a list of arrays of n rows, called on
+    at most `chunk` rows at a time (None: all n), the outputs concatenated."""
+    n = len(tf.nest.flatten(inputs)[0])
+    if chunk is None or n <= chunk:
+        return model(inputs, training=False)
+    return tf.concat([model(tf.nest.map_structure(lambda x: x[start:start + chunk], inputs),
+                            training=False) for start in range(0, n, chunk)], axis=0)
+
+
+def _generate(generator, c, rng, chunk=None):
     """G([z, c]) mapped from [-1, 1] to [0, 1], with z ~ N(0, I) of the generator's width."""
     z = rng.standard_normal((len(c), generator.inputs[0].shape[-1]))
-    return (generator([z.astype(np.float32), c.astype(np.float32)], training=False) + 1) / 2
+    return (_in_chunks(generator, [z.astype(np.float32), c.astype(np.float32)], chunk) + 1) / 2
 
 
-def generator_sampler(generator, encoder, real_batches, rng, codes_fn=None):
+def generator_sampler(generator, encoder, real_batches, rng, codes_fn=None, chunk=None):
     """generate(n) -> n images in [0, 1] of G([z, c]), c drawn for the next batch of the
     iterator real_batches; width-0 c for a generator without one (a plain GAN)."""
     uses_codes = generator.inputs[1].shape[-1] > 0
-    return lambda n: _generate(generator, _codes(
-        encoder, next(real_batches)[:n], rng, codes_fn) if uses_codes else np.zeros((n, 0)), rng)
+    return lambda n: _generate(generator, _codes(encoder, next(real_batches)[:n], rng, codes_fn)
+                               if uses_codes else np.zeros((n, 0)), rng, chunk)
 
 
 def distill_lower_bound(generator, encoder, real_batches, num_samples=10_000, seed=0,
-                        codes_fn=None):
+                        codes_fn=None, chunk=None):
     """L_I = -E[NLL of c under Encoder(G(z, c))] over num_samples fresh samples, c drawn for
     `real_batches` (images in [0, 1]), z ~ N(0, I), the encoder seeing G's output mapped to
     [0, 1] as in the stage-2 objective (Eq. 7); higher means G(s) keeps more of c."""
     rng, total, count = np.random.default_rng(seed), 0.0, 0
     for real in real_batches:
         c = _codes(encoder, real[:num_samples - count], rng, codes_fn)
-        mu_hat, logvar_hat = _posterior(encoder, _generate(generator, c, rng))
+        mu_hat, logvar_hat = _posterior(encoder, _generate(generator, c, rng, chunk))
         nll = 0.5 * (np.log(2 * np.pi) + logvar_hat + (c - mu_hat) ** 2 / np.exp(logvar_hat))
         total, count = total + nll.sum(), count + len(c)
         if count >= num_samples:
@@ -480,7 +491,7 @@ def distill_lower_bound(generator, encoder, real_batches, num_samples=10_000, se
 
 
 def gilbo(generator, encoder, real_batches, num_samples=10_000, train_steps=2_000,
-          learning_rate=1e-3, seed=0, codes_fn=None, auxiliary=None):
+          learning_rate=1e-3, seed=0, codes_fn=None, auxiliary=None, chunk=None):
     """GILBO without H(c) (Table 3, footnotes 3 to 5): E[log e(c | G(z, c))] in nats over
     num_samples fresh pairs, for an auxiliary encoder e (a fresh copy of the encoder, or
     `auxiliary`) first trained train_steps Adam steps with G frozen, each on a real batch of
@@ -510,7 +521,7 @@ def gilbo(generator, encoder, real_batches, num_samples=10_000, train_steps=2_00
         if real is None:
             raise ValueError("gilbo ran out of real images.")
         c = _codes(encoder, real if n is None else real[:n], rng, codes_fn)
-        return c, tf.convert_to_tensor(_generate(generator, c, rng), tf.float32)
+        return c, tf.convert_to_tensor(_generate(generator, c, rng, chunk), tf.float32)
     for _ in range(train_steps):
         c, images = pairs()
         train_step(images, tf.convert_to_tensor(c, tf.float32))
@@ -562,6 +573,10 @@ class _Progress:
         self.log(f"  {self.stage}: {f'{done:,}/' if done < self.total else ''}{self.total:,} "
                  f"{self.unit} in {_duration(seconds)} ({rate} {self.unit}/s){note}")
 
+    def counting(self, fn):
+        """fn(batch), each call advancing the count done by the batch's length."""
+        return lambda batch: (fn(batch), self(self.done + len(batch)))[0]
+
 
 def load_runs(vae_run, idgan_run):
     """[(flags, (dataset, data_dir, painting))] of the VAE run and the ID-GAN run if any, files
@@ -596,19 +611,12 @@ def fid_feature_network(source, path, steps, seed, inception_weights, log, datas
     return classifier_features_fn(classifier), "factor classifier", dict(record, path=path)
 
 
-def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=None,
-             classifier_path=None, classifier_steps=5000, inception_weights="imagenet", seed=0,
-             disentanglement=True, codes_fn=None, log=print, *, datasets):
-    """FVM (both protocols) and MIG on the encoder's dataset, FIDs of VAE and ID-GAN samples,
-    L_I and GILBO of runs (README "Metrics"), written to `out` (default: metrics.json in the
-    last run). num_samples counts FID and L_I samples and caps the other sizes; batch_size
-    changes speed only. An ID-GAN's own data (CelebA-HQ on a CelebA encoder) is used, c from
-    codes_fn (generator_sampler) or the encoder; disentanglement=False skips FVM and MIG."""
+def _open_runs(vae_run, idgan_run, num_samples, batch_size, classifier_steps, datasets):
+    """(load_runs' runs, encoder, decoder or None, generator or None), every size checked."""
     runs = load_runs(vae_run, idgan_run)
-    (vae_flags, source), (idgan_flags, idgan_source) = runs[0], (runs + [({}, None)])[1]
     minimum, why = (32, "MIG needs every factor to vary among the samples") if any(  # 3^-31
         datasets.has_ground_truth(s[0]) for _, s in runs) else (2, "FID needs a covariance")
-    if num_samples < minimum:  # before anything is computed or written
+    if num_samples < minimum:
         raise ValueError(f"num_samples={num_samples} must be at least {minimum} ({why})")
     if (batch_size is not None and batch_size < 1) or classifier_steps < 1:
         raise ValueError(f"batch_size={batch_size} and classifier_steps={classifier_steps} "
@@ -620,11 +628,94 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
         os.path.join(vae_run, "decoder.keras")) else None
     if generator is not None and generator.output_shape[-1] != encoder.input_shape[-1]:
         raise ValueError(f"{idgan_run} makes {generator.output_shape[-1]}-channel images "
-                         f"({idgan_source[0]}) but the encoder of {vae_run} takes "
-                         f"{encoder.input_shape[-1]} channels ({source[0]})")
-    ground_truth, vae_res = datasets.has_ground_truth(source[0]), vae_flags["res"]
-    res = idgan_flags.get("res", vae_res)
-    real_again = bool(idgan_run) and (idgan_source, res) != (source, vae_res)
+                         f"({runs[1][1][0]}) but the encoder of {vae_run} takes "
+                         f"{encoder.input_shape[-1]} channels ({runs[0][1][0]})")
+    return runs, encoder, decoder, generator
+
+
+def encoder_scores(encoder, ground_truth_data, rng, num_samples, log=print):
+    """{name: score} of the encoder's mean codes, each stage logged: the FVM in both
+    protocols (sizes of evaluation_sizes), then MIG."""
+    encode, results = lambda images: _posterior(encoder, images)[0], {}  # noqa: E731
+    for name, (sizes, images) in evaluation_sizes(num_samples)[0].items():
+        progress = _Progress(log, FVM_STAGES[name], images)
+        score = factor_vae_score(ground_truth_data, progress.counting(encode), rng, **sizes)
+        progress.end("" if score["num_active_dims"] else " (no code dim has std >= 0.05: 0)")
+        results[name] = dict(score, score=score.get("eval_accuracy", score["train_accuracy"]),
+                             **sizes)
+    progress = _Progress(log, "MIG", min(10_000, num_samples))
+    results["mig"] = compute_mig(ground_truth_data, progress.counting(encode), rng,
+                                 progress.total)
+    progress.end()
+    return results
+
+
+def stage_statistics(stage, features_fn, num_samples, log, real_images=None, generate_fn=None,
+                     batch_size=None):
+    """FID's feature statistics of num_samples images, logged as `stage`: of the batches of
+    real_images or, given generate_fn, of generate_fn(n) for n <= batch_size."""
+    progress = _Progress(log, stage, num_samples)
+    features_fn = progress.counting(features_fn)
+    statistics = (generated_statistics(generate_fn, features_fn, num_samples, batch_size)
+                  if generate_fn else real_statistics(real_images, features_fn, num_samples))
+    progress.end()
+    return statistics
+
+
+def idgan_scores(generator, encoder, runs, reference, classifier_path, steps, inception_weights,
+                 num_samples, batch_size, rng, seed=0, codes_fn=None, log=print, *, datasets):
+    """{name: score} of the ID-GAN run runs[1] (load_runs' runs) on its own data, each stage
+    logged: the FID of its samples; L_I and GILBO if it takes c, drawn (codes_fn, else the
+    encoder) for its real images, stream seed + 1 for FID and L_I, seed + 2 for GILBO. FID
+    uses the stage-1 reference (features_fn, description, real statistics) where it serves:
+    other ground truth has a classifier of its own, other images statistics of their own.
+    The generator sees at most its run's training batch (flags.json batch_size) a call."""
+    (vae_flags, source), (idgan_flags, idgan_source) = runs
+    (features_fn, fid_features, real), name = reference, idgan_source[0]
+    res, chunk = idgan_flags.get("res", vae_flags["res"]), idgan_flags.get("batch_size")
+    images = lambda batch, seed: datasets.make_dataset(  # noqa: E731  endless
+        name, res, batch, data_dir=idgan_source[1], seed=seed, painting=idgan_source[2])
+    results = dict(idgan_dataset=name)
+    if (name, idgan_source[2]) != (source[0], source[2]) and (datasets.has_ground_truth(
+            source[0]) or datasets.has_ground_truth(name)):  # else the same network serves
+        features_fn, fid_features, record = fid_feature_network(
+            idgan_source, f"{os.path.splitext(classifier_path)[0]}_{name}.keras", steps, seed,
+            inception_weights, log, datasets)
+        results.update({"idgan_factor_classifier": record} if record else {})
+    results["fid_idgan_features"] = fid_features
+    if (idgan_source, res) != (source, vae_flags["res"]):
+        real = stage_statistics(f"FID, real images at {res} px ({name})", features_fn,
+                                num_samples, log, images(batch_size, seed))
+    posterior_images = iter(images(batch_size, seed + 1))  # endless, as in training
+    results["fid_idgan"] = frechet_distance(*real, *stage_statistics(
+        "FID, ID-GAN samples", features_fn, num_samples, log, generate_fn=generator_sampler(
+            generator, encoder, posterior_images, rng, codes_fn, chunk), batch_size=batch_size))
+    if generator.inputs[1].shape[-1] == 0:  # L_I and GILBO need c
+        return results
+    progress = _Progress(log, "L_I", num_samples, "samples")
+    results["l_i"] = distill_lower_bound(generator, encoder, map(progress.counting(
+        lambda batch: batch), posterior_images), num_samples, seed, codes_fn, chunk)
+    progress.end()
+    steps = evaluation_sizes(num_samples)[1]
+    progress = _Progress(log, "GILBO", num_samples, "samples")
+    results["gilbo"] = gilbo(generator, encoder, iter(images(GILBO_BATCH, seed + 2)),
+                             num_samples, steps, seed=seed, codes_fn=codes_fn, chunk=chunk)
+    progress.end(f" (its encoder trained {steps:,} steps first)")
+    return dict(results, gilbo_train_steps=steps)
+
+
+def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=None,
+             classifier_path=None, classifier_steps=5000, inception_weights="imagenet", seed=0,
+             disentanglement=True, codes_fn=None, log=print, *, datasets):
+    """FVM (both protocols) and MIG on the encoder's dataset, FIDs of VAE and ID-GAN samples,
+    L_I and GILBO of runs (README "Metrics"), written to `out` (default: metrics.json in the
+    last run). num_samples counts FID and L_I samples and caps the other sizes; batch_size
+    changes speed only (each model sees at most its run's training batch a call). An ID-GAN's
+    own data (CelebA-HQ on a CelebA encoder) is used, c from codes_fn (generator_sampler) or
+    the encoder; disentanglement=False skips FVM and MIG."""
+    runs, encoder, decoder, generator = _open_runs(vae_run, idgan_run, num_samples, batch_size,
+                                                   classifier_steps, datasets)
+    vae_flags, source = runs[0]
     rng, steps = np.random.default_rng(seed), min(classifier_steps, num_samples)
     classifier_path = classifier_path or os.path.join(vae_run, "factor_classifier.keras")
     features_fn, fid_features, record = fid_feature_network(
@@ -634,67 +725,21 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
     results = dict(dataset=source[0], vae=vae_run, idgan=idgan_run, num_samples=num_samples,
                    fid_features=fid_features, batch_size=batch_size)
     results.update({"factor_classifier": record} if record else {})
-
-    def stage(name, total, run, unit="images", note=lambda value: ""):
-        """run(count), count(fn) counting the batches fn sees: progress lines, then the rate."""
-        progress = _Progress(log, name, total, unit)
-        value = run(lambda fn: lambda batch: (fn(batch), progress(progress.done + len(batch)))[0])
-        progress.end(note(value))
-        return value
-
-    def statistics(name, features_fn, real_batches=None, generate=None):
-        return stage(name, num_samples, lambda count: generated_statistics(
-            generate, count(features_fn), num_samples, batch_size) if generate else
-            real_statistics(real_batches, count(features_fn), num_samples))
-
-    def dataset(source, res, shift=0, batch=None):
-        return datasets.make_dataset(source[0], res, batch or batch_size, data_dir=source[1],
-                                     seed=seed + shift, painting=source[2])
-
-    fvm_sizes, gilbo_steps = evaluation_sizes(num_samples)
-    if ground_truth and disentanglement:  # on the encoder's own dataset
-        truth = datasets.ground_truth_data(source[0], data_dir=source[1], painting=source[2])
-        encode = lambda images: _posterior(encoder, images)[0]  # noqa: E731
-        for name, (sizes, images) in fvm_sizes.items():
-            score = stage(FVM_STAGES[name], images, lambda count: factor_vae_score(
-                truth, count(encode), rng, **sizes), note=lambda score: "" if score[
-                    "num_active_dims"] else " (no code dim has std >= 0.05: 0)")
-            results[name] = dict(score, score=score.get("eval_accuracy",
-                                                        score["train_accuracy"]), **sizes)
-        results["mig"] = stage("MIG", min(10_000, num_samples), lambda count: compute_mig(
-            truth, count(encode), rng, min(10_000, num_samples)))
-    real = statistics("FID, real images", features_fn, dataset(source, vae_res))
+    if datasets.has_ground_truth(source[0]) and disentanglement:  # the encoder's own dataset
+        results.update(encoder_scores(encoder, datasets.ground_truth_data(
+            source[0], data_dir=source[1], painting=source[2]), rng, num_samples, log))
+    real_images = datasets.make_dataset(source[0], vae_flags["res"], batch_size,
+                                        data_dir=source[1], seed=seed, painting=source[2])
+    real = stage_statistics("FID, real images", features_fn, num_samples, log, real_images)
     if decoder is not None:
-        results["fid_vae"] = frechet_distance(*real, *statistics(
-            "FID, VAE samples", features_fn, generate=lambda n: decoder(
-                rng.standard_normal((n, vae_flags["c_dim"])).astype(np.float32), training=False)))
-    if not idgan_run:
-        _save(out or os.path.join(vae_run, "metrics.json"), results)
-        return results
-    name, _, painting = idgan_source
-    results["idgan_dataset"] = name
-    if (name, painting) != (source[0], source[2]) and (
-            ground_truth or datasets.has_ground_truth(name)):  # else the same network serves
-        features_fn, fid_features, record = fid_feature_network(
-            idgan_source, f"{os.path.splitext(classifier_path)[0]}_{name}.keras", steps, seed,
-            inception_weights, log, datasets)
-        results.update({"idgan_factor_classifier": record} if record else {})
-    results["fid_idgan_features"] = fid_features
-    if real_again:
-        real = statistics(f"FID, real images at {res} px ({name})", features_fn,
-                          dataset(idgan_source, res))
-    posterior_images = iter(dataset(idgan_source, res, shift=1))  # endless, as in training
-    results["fid_idgan"] = frechet_distance(*real, *statistics(
-        "FID, ID-GAN samples", features_fn,
-        generate=generator_sampler(generator, encoder, posterior_images, rng, codes_fn)))
-    if generator.inputs[1].shape[-1] > 0:  # L_I and GILBO need c
-        results["l_i"] = stage("L_I", num_samples, lambda count: distill_lower_bound(
-            generator, encoder, map(count(lambda batch: batch), posterior_images), num_samples,
-            seed, codes_fn), "samples")
-        results["gilbo"] = stage("GILBO", num_samples, lambda count: gilbo(
-            generator, encoder, iter(dataset(idgan_source, res, shift=2, batch=GILBO_BATCH)),
-            num_samples, gilbo_steps, seed=seed, codes_fn=codes_fn), "samples",
-            lambda value: f" (its encoder trained {gilbo_steps:,} steps first)")
-        results["gilbo_train_steps"] = gilbo_steps
-    _save(out or os.path.join(idgan_run, "metrics.json"), results)
+        results["fid_vae"] = frechet_distance(*real, *stage_statistics(
+            "FID, VAE samples", features_fn, num_samples, log, generate_fn=lambda n: _in_chunks(
+                decoder, rng.standard_normal((n, vae_flags["c_dim"])).astype(np.float32),
+                vae_flags.get("batch_size")), batch_size=batch_size))
+    if idgan_run:
+        results.update(idgan_scores(
+            generator, encoder, runs, (features_fn, fid_features, real), classifier_path, steps,
+            inception_weights, num_samples, batch_size, rng, seed, codes_fn, log,
+            datasets=datasets))
+    _save(out or os.path.join(idgan_run or vae_run, "metrics.json"), results)
     return results

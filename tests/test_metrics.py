@@ -502,6 +502,46 @@ def test_codes_fn_draws_c_in_place_of_the_posterior():
     np.testing.assert_allclose(np.asarray(encoder(images[:, ::2, ::2]))[:, :2], 3.0, atol=1e-4)
 
 
+class Refusing:
+    """A model that raises when called on more than `chunk` images (its training batch)."""
+
+    def __init__(self, model, chunk, sizes=None):
+        self.model, self.chunk, self.sizes = model, chunk, [] if sizes is None else sizes
+
+    def __getattr__(self, name):  # inputs, output_shape, ... of the model
+        return getattr(self.model, name)
+
+    def __call__(self, inputs, training=False):
+        self.sizes.append(len(tf.nest.flatten(inputs)[0]))
+        if self.sizes[-1] > self.chunk:
+            raise AssertionError(f"called on {self.sizes[-1]} images, chunk {self.chunk}")
+        return self.model(inputs, training=training)
+
+
+def test_generator_calls_in_chunks_give_what_one_call_gives():
+    """With chunk=4, generator_sampler, L_I and GILBO call G on at most 4 images at a time,
+    on the z and c one call would get: the same images and scores up to float rounding."""
+    z, c = keras.Input((3,)), keras.Input((2,))
+    pixels = keras.layers.Dense(16, activation="tanh")(keras.layers.Concatenate()([z, c]))
+    generator = keras.Model([z, c], keras.layers.Reshape((4, 4, 1))(pixels))  # reads z and c
+    refusing, encoder = Refusing(generator, 4), aligned_models(logvar=0.3)[1]
+    real = np.random.default_rng(0).uniform(size=(40, 4, 4, 1)).astype(np.float32)
+    batches = tf.data.Dataset.from_tensor_slices(real).batch(10)
+    sample = lambda model, **chunk: np.asarray(metrics.generator_sampler(  # noqa: E731
+        model, encoder, iter(batches), np.random.default_rng(0), **chunk)(10))
+    chunked, whole = sample(refusing, chunk=4), sample(generator)
+    assert refusing.sizes == [4, 4, 2] and chunked.shape == (10, 4, 4, 1)
+    np.testing.assert_allclose(chunked, whole, atol=1e-6)
+    with pytest.raises(AssertionError, match="called on 10 images"):
+        sample(refusing)
+    refusing.sizes.clear()
+    assert metrics.distill_lower_bound(refusing, encoder, batches, 25, chunk=4) == pytest.approx(
+        metrics.distill_lower_bound(generator, encoder, batches, 25), abs=1e-5)
+    assert metrics.gilbo(refusing, encoder, batches, 20, train_steps=2, chunk=4) == pytest.approx(
+        metrics.gilbo(generator, encoder, batches, 20, train_steps=2), abs=1e-4)
+    assert max(refusing.sizes) == 4
+
+
 # --- evaluate() and the command line -------------------------------------------------
 
 
@@ -605,6 +645,29 @@ def test_evaluate_batch_size_changes_speed_not_gilbo(toy_runs, monkeypatch, fake
     small = run(batch_size=8)
     assert small["batch_size"] == 8 and sorted(set(batches)) == [8, metrics.GILBO_BATCH]
     assert small["gilbo"] == pytest.approx(default["gilbo"], rel=1e-6, abs=1e-6)
+
+
+def test_evaluate_calls_decoder_and_generator_on_at_most_their_training_batch(
+        toy_runs, monkeypatch, fake_datasets):
+    """The batch_size of each run's flags.json bounds the images of every decoder and
+    generator call (FID samples, L_I, GILBO), whatever evaluate's batch_size."""
+    vae, idgan = toy_runs(True)
+    sizes, load, chunks = {}, keras.models.load_model, {"decoder.keras": 4, "generator.keras": 8}
+    for run, name in ((vae, "decoder.keras"), (idgan, "generator.keras")):
+        flags = json.loads((run / "flags.json").read_text())
+        (run / "flags.json").write_text(json.dumps(dict(flags, batch_size=chunks[name])))
+
+    def load_refusing(path, **kwargs):
+        name = os.path.basename(path)
+        return Refusing(load(path, **kwargs), chunks[name], sizes.setdefault(name, [])) if (
+            name in chunks) else load(path, **kwargs)
+
+    monkeypatch.setattr(keras.models, "load_model", load_refusing)
+    results = metrics.evaluate(str(vae), str(idgan), num_samples=40, batch_size=20,
+                               classifier_steps=2, disentanglement=False, log=lambda line: None,
+                               datasets=fake_datasets)
+    assert all(np.isfinite(results[key]) for key in ("fid_vae", "fid_idgan", "l_i", "gilbo"))
+    assert max(sizes["decoder.keras"]) == 4 and max(sizes["generator.keras"]) == 8
 
 
 def test_evaluate_refuses_a_gan_of_other_channels(toy_runs, fake_datasets):
