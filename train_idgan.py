@@ -183,11 +183,13 @@ def main(argv):
 
 def sampler(generator, encoder, config):
     """generate(n) -> n images in [0, 1] of the (moving-average) generator for --fid_every,
-    c from the encoder on a real stream of its own, as in training."""
+    c from the encoder on a real stream of its own, as in training; G sees a training batch
+    at a time."""
     real = data.make_dataset(config["dataset"], config["res"], 100, config["data_dir"],
                              config["seed"] + 1, config["painting"])
     return metrics.generator_sampler(generator, encoder, iter(real),
-                                     np.random.default_rng(config["seed"]))
+                                     np.random.default_rng(config["seed"]),
+                                     chunk=config["batch_size"])
 
 
 # ---------------------------------------------------------------------------------------

@@ -120,8 +120,8 @@ def main(argv):
                 "traversals": vae.traversal_grid(encoder, decoder, fixed_images[:1], chunk=chunk)}
 
     rng, sample_decoder = np.random.default_rng(config["seed"]), vae.image_decoder(decoder)
-    prior_samples = lambda n: sample_decoder(  # noqa: E731
-        rng.standard_normal((n, config["c_dim"])).astype("float32"), training=False)
+    prior_samples = lambda n: vae.in_chunks(  # noqa: E731  --fid_every's samples
+        sample_decoder, rng.standard_normal((n, config["c_dim"])).astype("float32"), chunk)
     run.fit(model, stream, log_pictures, prior_samples,
             os.path.join(run.dir, "factor_classifier.keras"))
     run.evaluate()

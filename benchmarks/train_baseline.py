@@ -196,7 +196,8 @@ def sampler(generator, encoder, config):
                              config["seed"] + 1, config["painting"])
     codes_fn = baselines.prior_codes_fn(config.get("code_prior"), config["c_dim"])
     return metrics.generator_sampler(generator, encoder, iter(real),
-                                     np.random.default_rng(config["seed"]), codes_fn)
+                                     np.random.default_rng(config["seed"]), codes_fn,
+                                     chunk=config["batch_size"])
 
 
 def main(argv):

@@ -120,6 +120,29 @@ def stage2():
                                  build_replica_model=build_replica_model)
 
 
+class _Refusing:
+    """A model that raises AssertionError when called on more than `chunk` rows (its training
+    batch), appending each call's rows to `sizes`; otherwise the model."""
+
+    def __init__(self, model, chunk, sizes=None):
+        self.model, self.chunk, self.sizes = model, chunk, [] if sizes is None else sizes
+
+    def __getattr__(self, name):  # inputs, output_shape, ... of the model
+        return getattr(self.model, name)
+
+    def __call__(self, inputs, training=False):
+        self.sizes.append(len(tf.nest.flatten(inputs)[0]))
+        if self.sizes[-1] > self.chunk:
+            raise AssertionError(f"called on {self.sizes[-1]} images, chunk {self.chunk}")
+        return self.model(inputs, training=training)
+
+
+@pytest.fixture(scope="session")
+def refusing():
+    """refusing(model, chunk, sizes=None): the model, refusing calls of more than chunk rows."""
+    return _Refusing
+
+
 # Tiny run directories for metrics.evaluate (test_metrics.py, test_inception_graph.py): the
 # `fake_runs` fixture below.
 

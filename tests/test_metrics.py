@@ -502,29 +502,13 @@ def test_codes_fn_draws_c_in_place_of_the_posterior():
     np.testing.assert_allclose(np.asarray(encoder(images[:, ::2, ::2]))[:, :2], 3.0, atol=1e-4)
 
 
-class Refusing:
-    """A model that raises when called on more than `chunk` images (its training batch)."""
-
-    def __init__(self, model, chunk, sizes=None):
-        self.model, self.chunk, self.sizes = model, chunk, [] if sizes is None else sizes
-
-    def __getattr__(self, name):  # inputs, output_shape, ... of the model
-        return getattr(self.model, name)
-
-    def __call__(self, inputs, training=False):
-        self.sizes.append(len(tf.nest.flatten(inputs)[0]))
-        if self.sizes[-1] > self.chunk:
-            raise AssertionError(f"called on {self.sizes[-1]} images, chunk {self.chunk}")
-        return self.model(inputs, training=training)
-
-
-def test_generator_calls_in_chunks_give_what_one_call_gives():
+def test_generator_calls_in_chunks_give_what_one_call_gives(refusing):
     """With chunk=4, generator_sampler, L_I and GILBO call G on at most 4 images at a time,
     on the z and c one call would get: the same images and scores up to float rounding."""
     z, c = keras.Input((3,)), keras.Input((2,))
     pixels = keras.layers.Dense(16, activation="tanh")(keras.layers.Concatenate()([z, c]))
     generator = keras.Model([z, c], keras.layers.Reshape((4, 4, 1))(pixels))  # reads z and c
-    refusing, encoder = Refusing(generator, 4), aligned_models(logvar=0.3)[1]
+    refusing, encoder = refusing(generator, 4), aligned_models(logvar=0.3)[1]
     real = np.random.default_rng(0).uniform(size=(40, 4, 4, 1)).astype(np.float32)
     batches = tf.data.Dataset.from_tensor_slices(real).batch(10)
     sample = lambda model, **chunk: np.asarray(metrics.generator_sampler(  # noqa: E731
@@ -648,7 +632,7 @@ def test_evaluate_batch_size_changes_speed_not_gilbo(toy_runs, monkeypatch, fake
 
 
 def test_evaluate_calls_decoder_and_generator_on_at_most_their_training_batch(
-        toy_runs, monkeypatch, fake_datasets):
+        toy_runs, monkeypatch, fake_datasets, refusing):
     """The batch_size of each run's flags.json bounds the images of every decoder and
     generator call (FID samples, L_I, GILBO), whatever evaluate's batch_size."""
     vae, idgan = toy_runs(True)
@@ -659,7 +643,7 @@ def test_evaluate_calls_decoder_and_generator_on_at_most_their_training_batch(
 
     def load_refusing(path, **kwargs):
         name = os.path.basename(path)
-        return Refusing(load(path, **kwargs), chunks[name], sizes.setdefault(name, [])) if (
+        return refusing(load(path, **kwargs), chunks[name], sizes.setdefault(name, [])) if (
             name in chunks) else load(path, **kwargs)
 
     monkeypatch.setattr(keras.models, "load_model", load_refusing)

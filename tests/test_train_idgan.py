@@ -187,22 +187,6 @@ def test_stage1_data_dir_is_inherited_only_for_stage1_dataset(tmp_path):
 # Picture grids in chunks: networks called on at most a training batch at a time.
 
 
-class Refusing:
-    """A model that raises on a call with more than `chunk` rows; otherwise the model."""
-
-    def __init__(self, model, chunk):
-        self.model, self.chunk = model, chunk
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-    def __call__(self, inputs):
-        rows = len(inputs[0] if isinstance(inputs, list) else inputs)
-        if rows > self.chunk:
-            raise ValueError(f"{rows} rows in one call, more than the chunk of {self.chunk}")
-        return self.model(inputs)
-
-
 def assert_same_grids(chunked, whole):
     """Equal uint8 grids up to one grey level (float rounding of other batch shapes)."""
     assert sorted(chunked) == sorted(whole)
@@ -212,7 +196,7 @@ def assert_same_grids(chunked, whole):
         assert np.abs(chunked[name].astype(int) - grid.astype(int)).max() <= 1, name
 
 
-def test_stage2_grids_are_drawn_in_chunks_and_match_one_call_grids(stage2):
+def test_stage2_grids_are_drawn_in_chunks_and_match_one_call_grids(stage2, refusing):
     import train_idgan
     import vae
     generator = stage2.tiny_resnets(3, 2)[0]  # 32 px, 3 channels
@@ -225,20 +209,30 @@ def test_stage2_grids_are_drawn_in_chunks_and_match_one_call_grids(stage2):
                                             chunk)
         return train_idgan.draw_pictures(wrap(generator), wrap(decoder), chunk, **inputs)
 
-    chunked = draw(5, lambda model: Refusing(model, 5))  # 5 divides none of 8, 64, 24
+    chunked = draw(5, lambda model: refusing(model, 5))  # 5 divides none of 8, 64, 24
     whole = draw(1000, lambda model: model)  # one call per grid: the plain networks
     assert set(whole) == {"samples", "figure7", "traversals", "figure6"}
     assert_same_grids(chunked, whole)
 
 
-def test_stage1_traversal_grid_is_decoded_in_chunks_and_matches_one_call(stage2):
+def test_fid_sampler_calls_the_generator_a_training_batch_at_a_time(stage2, refusing):
+    import train_idgan
+    generator = stage2.tiny_resnets(3, 2)[0]  # 32 px, 3 channels
+    config = dict(dataset="color_sprites", res=32, data_dir=None, painting=None, seed=0,
+                  batch_size=4)
+    generate = train_idgan.sampler(refusing(generator, 4), stage2.tiny_encoder(3), config)
+    images = np.asarray(generate(10))  # 4 + 4 + 2
+    assert images.shape == (10, 32, 32, 3) and 0 <= images.min() and images.max() <= 1
+
+
+def test_stage1_traversal_grid_is_decoded_in_chunks_and_matches_one_call(stage2, refusing):
     import vae
     encoder = stage2.tiny_encoder(3, res=32)
     decoder = keras.Sequential([  # logits of a wide spread: varied grey levels
         keras.Input((3,)), keras.layers.Dense(32 * 32 * 3, kernel_initializer="random_normal"),
         keras.layers.Rescaling(30.0), keras.layers.Reshape((32, 32, 3))])
     image = stage2.images(1)
-    chunked = vae.traversal_grid(Refusing(encoder, 4), Refusing(decoder, 4), image, chunk=4)
+    chunked = vae.traversal_grid(refusing(encoder, 4), refusing(decoder, 4), image, chunk=4)
     whole = vae.traversal_grid(encoder, decoder, image, chunk=1000)  # 30 codes in one call
     assert chunked.shape == (3 * 32, 10 * 32, 3)
     assert_same_grids({"traversals": chunked}, {"traversals": whole})
