@@ -175,12 +175,23 @@ def thumbnail_size(width, height, box=PAINTING_BOX):
     return box[0], closest(box[0] / aspect, lambda h: box[0] / h)
 
 
+# JPEGs decoded as PIL does (the authors' data/preprocess.py, disentanglement_lib): libjpeg's
+# accurate integer DCT, not TF's default fast one, whose pixels differ.
+decode_jpeg = functools.partial(tf.io.decode_jpeg, channels=3, dct_method="INTEGER_ACCURATE")
+
+
+def decode(encoded):
+    """8-bit RGB (h, w, 3) of an encoded PNG, JPEG, GIF (first frame) or BMP file."""
+    return tf.cond(tf.io.is_jpeg(encoded), lambda: decode_jpeg(encoded),
+                   lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
+
+
 def load_painting(path):
     """An RGB painting in [0, 1], shrunk to fit 350 x 274 keeping its aspect (PAINTING_BOX)."""
     if not tf.io.gfile.exists(path):
         raise DataError(f"--painting {path} does not exist")
     try:
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        image = decode(tf.io.read_file(path))
     except tf.errors.InvalidArgumentError:
         raise DataError(f"--painting {path} is not a readable image "
                         "(not a PNG, JPEG, GIF or BMP file)") from None
@@ -229,9 +240,10 @@ def download_blocker(builder):
     return reason[0]
 
 
-def load_tfds(config, split, data_dir, seed, ways_in):
-    """Decoded examples of TFDS `config` (files in a seeded shuffled order), prepared in
-    data_dir (None: TFDS' default) or downloaded now. `ways_in` ends the error message."""
+def load_tfds(config, split, data_dir, seed, ways_in, encoded_images=False):
+    """Examples of TFDS `config` (files in a seeded shuffled order; "image" decoded by TFDS,
+    with TF's fast DCT, or its bytes with encoded_images), prepared in data_dir (None: TFDS'
+    default) or downloaded now. `ways_in` ends the error message."""
     import tensorflow_datasets as tfds
 
     try:
@@ -243,8 +255,9 @@ def load_tfds(config, split, data_dir, seed, ways_in):
                                 f"{builder.data_dir_root} and the download cannot start "
                                 f"({blocker}); pass {ways_in}")
             builder.download_and_prepare()
-        return builder.as_dataset(split=split, shuffle_files=True,
-                                  read_config=tfds.ReadConfig(shuffle_seed=seed))
+        return builder.as_dataset(
+            split=split, shuffle_files=True, read_config=tfds.ReadConfig(shuffle_seed=seed),
+            decoders={"image": tfds.decode.SkipDecoding()} if encoded_images else None)
     except DataError:
         raise
     except Exception as error:  # TFDS raises many types for a missing or broken download
@@ -349,7 +362,7 @@ def preprocess(name, image, res):
     image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
     if name in JPEG_QUALITY:
         encoded = tf.io.encode_jpeg(image, quality=JPEG_QUALITY[name])
-        image = tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")
+        image = decode_jpeg(encoded)
     return tf.ensure_shape(tf.cast(image, tf.float32) / 255.0, (res, res, 3))
 
 
@@ -372,7 +385,9 @@ def tfds_images(name, res, data_dir, seed):
     config = f"{tfds_name}/{res}" if name == "celeba_hq" else tfds_name
     examples = load_tfds(config, TFDS_SPLITS[name], data_dir, seed, ways_in=(
         f"--data_dir= a prepared TFDS data_dir (holding {tfds_name}/...) or --data_dir= a "
-        f"folder of images{FOLDER_EXAMPLES.get(name, '')}"))
+        f"folder of images{FOLDER_EXAMPLES.get(name, '')}"), encoded_images=True)
+    examples = examples.map(lambda example: dict(example, image=decode(example["image"])),
+                            num_parallel_calls=tf.data.AUTOTUNE)
     if name == "cars":  # as in their data/preprocess.py, boxes under 64 px a side are dropped
         images = examples.map(crop_to_box).filter(
             lambda image: tf.reduce_min(tf.shape(image)[:2]) >= 64)
@@ -387,9 +402,8 @@ def tfds_images(name, res, data_dir, seed):
 def folder_images(name, res, data_dir, seed):
     files = image_files(data_dir)
     paths = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
-    decode = lambda p: tf.io.decode_image(  # noqa: E731
-        tf.io.read_file(p), channels=3, expand_animations=False)
-    images = paths.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    images = paths.map(lambda path: decode(tf.io.read_file(path)),
+                       num_parallel_calls=tf.data.AUTOTUNE)
     # A corrupt file is skipped with a logged warning, not fatal hours into a run.
     return images.ignore_errors(log_warning=True).map(
         lambda image: preprocess(name, image, res), num_parallel_calls=tf.data.AUTOTUNE)

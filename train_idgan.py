@@ -64,6 +64,14 @@ def define_flags():
     define_shared_flags()
 
 
+def load_model(path):
+    """The Keras model in a file of --vae, or one line saying why it does not load."""
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a file it cannot read
+        fail(f"--vae {path} is not a loadable Keras model ({first_line(error)[:200]})")
+
+
 def load_encoder(vae):
     """The encoder, c_dim and the stage-1 run's flags ({} for a bare encoder file)."""
     path, stage1 = vae, {}
@@ -73,10 +81,7 @@ def load_encoder(vae):
             stage1 = read_flags_file(os.path.join(vae, "flags.json"))
     if not os.path.isfile(path):
         fail(f"--vae {vae} is neither a stage-1 run directory nor an encoder.keras file")
-    try:
-        encoder = keras.models.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many types for a file it cannot read
-        fail(f"--vae {path} is not a loadable Keras model ({first_line(error)[:200]})")
+    encoder = load_model(path)
     if len(encoder.inputs) != 1 or len(encoder.input_shape) != 4 or len(encoder.outputs) != 1:
         fail(f"--vae {path} is not an encoder: it must map images (h, w, channels) to one "
              "tensor concat([mu, logvar])")
@@ -86,6 +91,19 @@ def load_encoder(vae):
         fail(f"--vae {path} returns {encoder.output_shape[1:]} values, not 2 x c_dim = "
              f"{2 * c_dim} (mu and logvar)")
     return encoder, c_dim, stage1
+
+
+def load_decoder(vae, encoder, c_dim):
+    """The stage-1 run's decoder.keras (figure6, the evaluation's VAE samples), checked
+    against the encoder: c_dim codes to its images. None for a bare encoder file."""
+    path = os.path.join(vae, "decoder.keras")
+    if not os.path.isfile(path):
+        return None
+    decoder, images = load_model(path), encoder.input_shape[1:]
+    if decoder.input_shape[1:] != (c_dim,) or decoder.output_shape[1:] != images:
+        fail(f"--vae {path} does not fit the encoder: it maps {decoder.input_shape[1:]} to "
+             f"{decoder.output_shape[1:]}, not ({c_dim},) codes to {images} images")
+    return decoder
 
 
 def defaults(dataset, res):
@@ -144,11 +162,10 @@ def main(argv):
     with strategy.scope():
         encoder, c_dim, stage1 = load_encoder(FLAGS.vae)
     config = resolved_flags(argv, encoder, stage1)
-    run = Run(config, strategy)
+    decoder = load_decoder(config["vae"], encoder, c_dim)
+    run = Run(config, strategy, evaluated=decoder is not None)
     check_flags(config, encoder)
     c_dim = c_dim if config["use_codes"] else 0
-    decoder_path = os.path.join(config["vae"], "decoder.keras")
-    decoder = keras.models.load_model(decoder_path) if os.path.isfile(decoder_path) else None
 
     with strategy.scope():
         keras.utils.set_random_seed(config["seed"])
@@ -175,7 +192,7 @@ def main(argv):
     run.fit(model, stream, log_pictures,
             sampler(model.generator_ema, encoder, config) if config["fid_every"] else None,
             os.path.join(config["vae"], "factor_classifier.keras"))
-    if os.path.isfile(decoder_path):
+    if decoder is not None:
         run.evaluate(vae_run=config["vae"])
     elif config["evaluate"] and run.chief:
         print("No evaluation: metrics.py needs --vae to be a stage-1 run directory.")

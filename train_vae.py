@@ -176,6 +176,14 @@ def define_shared_flags():
         "--fid_classifier: its directory does not exist")
 
 
+def unused_inception_weights(weights, datasets, classifier_flag):
+    """The error if --inception_weights names a file but FID on every one of `datasets` is in
+    the factor classifier's features (the sprites family)."""
+    if weights != "imagenet" and all(map(data.has_ground_truth, datasets)):
+        return (f"--inception_weights applies to natural images; FID on {' and '.join(datasets)}"
+                f" uses the factor classifier ({classifier_flag})")
+
+
 def fail(message):
     """Exit with one line naming the problem (no traceback), status 2."""
     sys.stderr.write(f"{os.path.basename(sys.argv[0])}: error: {message}\n")
@@ -247,15 +255,17 @@ class Run(keras.callbacks.Callback):
         run.evaluate()                # metrics.json
 
     As fit's callback it backs up every --backup_every steps and every --log_every steps
-    writes logs and grids and prints the losses with an ETA. Only the chief worker writes."""
+    writes logs and grids and prints the losses with an ETA. Only the chief worker writes.
+    Run(..., evaluated=False): the script will not call evaluate (no stage-1 run to score)."""
 
-    def __init__(self, config, strategy):
+    def __init__(self, config, strategy, evaluated=True):
         super().__init__()
         self.config, self.strategy, self.dir = config, strategy, config["out_dir"]
         self.chief = is_chief(strategy)
-        if config["inception_weights"] != "imagenet" and data.has_ground_truth(config["dataset"]):
-            fail(f"--inception_weights applies to natural images; FID on {config['dataset']} "
-                 "uses the factor classifier (--fid_classifier)")
+        unused = unused_inception_weights(config["inception_weights"], [config["dataset"]],
+                                          "--fid_classifier")
+        if unused:
+            fail(unused)
         replicas = strategy.num_replicas_in_sync
         if config["jit_compile"] and replicas > 1:
             fail(f"--jit_compile needs one device, not {replicas} replicas: add "
@@ -278,6 +288,18 @@ class Run(keras.callbacks.Callback):
                      "--out_dir, or pass --overwrite to delete that run and start afresh")
         elif keep and os.path.isdir(self.dir) and os.listdir(self.dir):
             fail(f"--out_dir {self.dir} is not empty and holds no run; choose another --out_dir")
+        # FID on natural images (--evaluate, --fid_every) needs Inception: loaded now.
+        offs = [off for off, on in [("--noevaluate", config["evaluate"] and evaluated),
+                                    ("--fid_every=0", config["fid_every"])] if on]
+        if offs and self.chief and not data.has_ground_truth(config["dataset"]):
+            try:
+                metrics.inception_features_fn(config["inception_weights"])
+            except (OSError, ValueError, RuntimeError) as error:
+                reason = first_line(error.__cause__ or error)[:200]
+                fail(f"FID on {config['dataset']} needs InceptionV3, and --inception_weights="
+                     f"{config['inception_weights']} does not load ({reason}); pass "
+                     "--inception_weights=FILE (Keras' InceptionV3 .h5 or the 2015 graph's "
+                     f".tgz / .pb) or {' '.join(offs)}")
         # bfloat16 compute needs no loss scaling; weights, output layers and losses stay float32.
         keras.config.set_dtype_policy("mixed_bfloat16" if config["mixed_precision"] else "float32")
 

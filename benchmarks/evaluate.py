@@ -22,7 +22,8 @@ from absl import app, flags  # noqa: E402
 import baselines  # noqa: E402 (benchmarks/baselines.py)
 import data  # noqa: E402
 import metrics  # noqa: E402
-from train_vae import fail, first_line, parse_flags  # noqa: E402 (one-line errors, exit 2)
+from train_vae import (  # noqa: E402 (one-line errors, exit 2)
+    fail, first_line, parse_flags, unused_inception_weights)
 
 FLAGS = flags.FLAGS
 
@@ -46,8 +47,13 @@ def define_flags():
 
 def evaluate(vae_run, idgan_run=None, datasets=data, **kwargs):
     """metrics.evaluate on data.py's datasets, c drawn from the ID-GAN run's code_prior if its
-    flags.json names one (InfoGAN's), else from the encoder's posterior."""
+    flags.json names one (InfoGAN's), else from the encoder's posterior. inception_weights
+    other than imagenet on sprites-family runs only is refused, as the training scripts do."""
     runs = metrics.load_runs(vae_run, idgan_run)
+    unused = unused_inception_weights(kwargs.get("inception_weights", "imagenet"),
+                                      [source[0] for _, source in runs], "--classifier")
+    if unused:
+        raise ValueError(unused)
     code_prior = runs[-1][0].get("code_prior") if idgan_run else None
     codes_fn = baselines.prior_codes_fn(code_prior, runs[0][0]["c_dim"])
     return metrics.evaluate(vae_run, idgan_run, codes_fn=codes_fn, datasets=datasets, **kwargs)

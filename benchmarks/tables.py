@@ -70,7 +70,9 @@ def define_flags():
 
 
 def fail(message):
-    sys.exit(f"tables.py: error: {message}")
+    """One line and exit status 2, as train_vae.fail (whose import would load TensorFlow)."""
+    print(f"tables.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 # ---------------------------------------------------------------------------------------

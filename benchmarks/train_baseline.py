@@ -204,7 +204,11 @@ def main(argv):
     strategy = make_strategy(FLAGS.strategy)
     with strategy.scope():
         config, encoder = resolved_flags(argv)
-    run = BaselineRun(config, strategy)
+    vae_run = config["vae"] if config["system"] == "cgan" else None  # else the run itself
+    if vae_run and config["evaluate"]:  # scored with its stage-1 run's decoder
+        train_idgan.load_decoder(vae_run, encoder, config["c_dim"])
+    run = BaselineRun(config, strategy, evaluated=not vae_run or os.path.isfile(
+        os.path.join(vae_run, "encoder.keras")))
     check_flags(config, encoder)
     channels = data.num_channels(config["dataset"])
     with strategy.scope():
@@ -215,7 +219,7 @@ def main(argv):
     def log_pictures(step):
         return save_and_draw(model, config, run, real[:8])
 
-    vae_run = config["vae"] if config["system"] == "cgan" else run.dir
+    vae_run = vae_run or run.dir
     generator = (baselines.decoder_as_generator(model.decoder) if config["system"] == "vae_gan"
                  else model.generator_ema)
     run.fit(model, stream, log_pictures,

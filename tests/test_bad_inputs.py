@@ -1,25 +1,36 @@
 """Every bad flag, path or file: one line, exit status 2, no traceback, nothing touched.
 
-One table covers the command-line scripts (benchmarks/train_baseline.py too). The cases run two at a time (each is a
-fresh Python process that imports TensorFlow) in a module fixture; each row is then its
-own test. Rows marked RUN point the script at an existing run directory, which must stay
+One table covers the command-line scripts (benchmarks/train_baseline.py, evaluate.py and
+tables.py too). The cases run two at a time (each is a fresh Python process) in a module
+fixture; each row is then its own test. Rows marked RUN point the script at an existing run directory, which must stay
 byte-identical; the others name a fresh --out_dir, which must not be created.
 """
 import concurrent.futures
+import json
 import os
+import shutil
 import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+# No network, so that InceptionV3's ImageNet weights cannot download (and, in the fixture,
+# an empty Keras cache): a natural-image run that evaluates is refused everywhere.
+DEAD_PROXY = "http://127.0.0.1:9"
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", https_proxy=DEAD_PROXY, HTTPS_PROXY=DEAD_PROXY,
+           no_proxy="", NO_PROXY="")
 TINY = ["--res=32", "--c_dim=3", "--batch_size=8", "--log_every=2", "--noevaluate"]
 TINY_GAN = ["--batch_size=4", "--log_every=1", "--steps=1", "--noevaluate"]
 RUN, FRESH = "{run}", "{out}"  # --out_dir of a row: the existing run, or a new directory
 BASELINE = os.path.join("benchmarks", "train_baseline.py")
 EVALUATE = os.path.join("benchmarks", "evaluate.py")
+TABLES = os.path.join("benchmarks", "tables.py")
+NO_INCEPTION = ("; pass --inception_weights=FILE (Keras' InceptionV3 .h5 or the 2015 graph's "
+                ".tgz / .pb) or ")
 
 CASES = [
     # train_vae.py: flags
@@ -48,6 +59,14 @@ CASES = [
      "--inception_weights={root}/missing.tgz: does not exist"),
     ("train_vae.py", ["--inception_weights={root}/text/readme.txt"], FRESH,
      "--inception_weights applies to natural images; FID on sprites uses the factor classifier"),
+    # natural images: FID's Inception is loaded at the start (ImageNet's: no cache, no network)
+    ("train_vae.py", ["--dataset=celeba", "--data_dir={root}/faces", "--evaluate"], FRESH,
+     "FID on celeba needs InceptionV3, and --inception_weights=imagenet does not load ("),
+    ("train_vae.py", ["--dataset=celeba", "--data_dir={root}/faces", "--evaluate"], FRESH,
+     NO_INCEPTION + "--noevaluate"),
+    ("train_vae.py", ["--dataset=celeba", "--data_dir={root}/faces", "--fid_every=2",
+                      "--inception_weights={root}/text/readme.txt"], FRESH,
+     NO_INCEPTION + "--fid_every=0"),
     # train_vae.py: paths and files
     ("train_vae.py", ["--dataset=celeba", "--data_dir={root}/missing"], FRESH, "does not exist"),
     ("train_vae.py", ["--dataset=celeba", "--data_dir={root}/empty"], FRESH, "is empty"),
@@ -93,6 +112,15 @@ CASES = [
     ("train_idgan.py", ["--vae={run}", "--ema=1"], FRESH, "--ema=1.0: must be in [0, 1)"),
     ("train_idgan.py", ["--vae={run}", "--out_dir={root}/broken_run"], None,
      "broken_run/flags.json is not a readable run description"),
+    ("train_idgan.py", ["--vae={root}/garbage_decoder"], FRESH,
+     "--vae {root}/garbage_decoder/decoder.keras is not a loadable Keras model"),
+    ("train_idgan.py", ["--vae={root}/wide_decoder"], FRESH,
+     "wide_decoder/decoder.keras does not fit the encoder: it maps (4,) to (32, 32, 1), not "
+     "(3,) codes to (32, 32, 1) images"),
+    ("train_idgan.py", ["--vae={root}/color_decoder"], FRESH,
+     "color_decoder/decoder.keras does not fit the encoder: it maps (3,) to (32, 32, 3)"),
+    ("train_idgan.py", ["--vae={root}/celeba_vae", "--evaluate"], FRESH,
+     NO_INCEPTION + "--noevaluate"),
     # benchmarks/train_baseline.py (the comparison systems)
     (BASELINE, [], FRESH, "--system is required: one of infogan, vae_gan, end_to_end, cgan"),
     (BASELINE, ["--system=foo"], FRESH, "--system=foo: value should be one of"),
@@ -103,6 +131,10 @@ CASES = [
     (BASELINE, ["--system=cgan"], FRESH, "--system=cgan needs --vae"),
     (BASELINE, ["--system=cgan", "--vae={run}", "--dataset=color_sprites"], FRESH,
      "the encoder takes 1 channels"),
+    (BASELINE, ["--system=cgan", "--vae={root}/garbage_decoder", "--evaluate"], FRESH,
+     "garbage_decoder/decoder.keras is not a loadable Keras model"),
+    (BASELINE, ["--system=infogan", "--dataset=celeba", "--data_dir={root}/faces", "--res=32",
+                "--evaluate"], FRESH, NO_INCEPTION + "--noevaluate"),
     # benchmarks/evaluate.py (metrics.py's evaluation of run directories)
     (EVALUATE, ["--vae={run}", "stray"], None, "unexpected arguments"),
     (EVALUATE, ["--vae={run}", "--num_samples=0"], None, "--num_samples=0"),
@@ -110,6 +142,12 @@ CASES = [
     (EVALUATE, ["--vae={run}", "--batch_size=0"], None,
      "--batch_size=0: 0 is not a positive integer"),
     (EVALUATE, ["--vae={root}/missing"], None, "missing"),
+    (EVALUATE, ["--vae={run}", "--num_samples=64", "--inception_weights={root}/text/readme.txt"],
+     None, "--inception_weights applies to natural images; FID on sprites uses the factor "
+     "classifier (--classifier)"),
+    # benchmarks/tables.py
+    (TABLES, ["--table=4", "--budget=1"], None, "--table=4: value should be one of"),
+    (TABLES, ["--table=2", "--budget=0"], None, "--budget must be a positive number of minutes"),
 ]
 
 
@@ -135,6 +173,12 @@ def snapshot(folder):
     return files
 
 
+def tiny_decoder(c_dim, channels):
+    """c_dim codes -> 32 x 32 images of `channels`."""
+    return keras.Sequential([keras.Input((c_dim,)), keras.layers.Dense(32 * 32 * channels),
+                             keras.layers.Reshape((32, 32, channels))])
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     """(run directory before, after every case, each case's CompletedProcess)."""
@@ -151,15 +195,38 @@ def results(tmp_path_factory):
     keras.Sequential([keras.Input((64, 64, 1)), keras.layers.Flatten(),
                       keras.layers.Dense(5)]).save(root / "odd.keras")
     keras.Sequential([keras.Input((10,)), keras.layers.Dense(6)]).save(root / "vector.keras")
+    (root / "faces").mkdir()
+    for k in range(2):
+        pixels = np.random.default_rng(k).integers(0, 256, (40, 50, 3), np.uint8)
+        (root / "faces" / f"{k}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    env = dict(ENV, KERAS_HOME=str(root / "keras_home"))  # an empty cache
     run = str(root / "run")
-    made = subprocess.run(command("train_vae.py", [], run, root, run), env=ENV,
+    made = subprocess.run(command("train_vae.py", [], run, root, run), env=env,
                           capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr
+    # Stage-1 runs whose decoder.keras does not load, or takes 4 codes, or makes RGB images;
+    # and a CelebA one (32 px, c_dim 3) on the images in faces.
+    for name, decoder in [("garbage_decoder", None), ("wide_decoder", tiny_decoder(4, 1)),
+                          ("color_decoder", tiny_decoder(3, 3))]:
+        (root / name).mkdir()
+        for file in ("flags.json", "encoder.keras"):
+            shutil.copy(os.path.join(run, file), root / name / file)
+        if decoder is None:
+            (root / name / "decoder.keras").write_text("not a model")
+        else:
+            decoder.save(root / name / "decoder.keras")
+    celeba = root / "celeba_vae"
+    celeba.mkdir()
+    (celeba / "flags.json").write_text(json.dumps(dict(dataset="celeba", res=32, c_dim=3,
+                                                       data_dir=str(root / "faces"))))
+    keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                      keras.layers.Dense(6)]).save(celeba / "encoder.keras")
+    tiny_decoder(3, 3).save(celeba / "decoder.keras")
     before = snapshot(run)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         processes = list(pool.map(
             lambda case: subprocess.run(command(case[0], case[1], case[2], root, run), cwd=root,
-                                        env=ENV, capture_output=True, text=True, timeout=300),
+                                        env=env, capture_output=True, text=True, timeout=300),
             CASES))
     return root, before, snapshot(run), processes
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tensorflow_datasets import testing as tfds_testing  # not an attribute in TFDS 4.9.7
 
 import data
 
@@ -177,7 +178,7 @@ def test_unknown_dataset_is_refused():
         data.make_dataset("mnist", 64, 8)
 
 
-MOCK = dict(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE)
+MOCK = dict(num_examples=12, policy=tfds_testing.MockPolicy.USE_CODE)
 
 
 @pytest.fixture
@@ -194,7 +195,7 @@ def fresh_dsprites_cache():
 
 
 def test_tfds_dsprites_is_indexed_by_its_labels(online, fresh_dsprites_cache):
-    with tfds.testing.mock_data(**MOCK):
+    with tfds_testing.mock_data(**MOCK):
         gt = data.ground_truth_data("dsprites")
         examples = list(tfds.as_numpy(tfds.load("dsprites", split="train")))
         batch = next(iter(data.make_dataset("dsprites", 64, 4)))
@@ -209,17 +210,19 @@ def test_tfds_dsprites_is_indexed_by_its_labels(online, fresh_dsprites_cache):
 
 @pytest.mark.parametrize("name", ["celeba", "celeba_hq"])
 def test_tfds_natural_images_load_through_tfds(name, online):
-    with tfds.testing.mock_data(**MOCK):
+    with tfds_testing.mock_data(**MOCK):
         batch = next(iter(data.make_dataset(name, 32, 4)))
     assert batch.shape == (4, 32, 32, 3)
     assert 0.0 <= float(tf.reduce_min(batch)) and float(tf.reduce_max(batch)) <= 1.0
 
 
 def test_tfds_cars_read_their_boxes_and_drop_small_ones(online):
-    # TFDS' mock images of unknown size are a few dozen pixels: every box is under 64 px.
-    with tfds.testing.mock_data(**MOCK):
-        examples = list(tfds.as_numpy(tfds.load("cars196", split="train")))
-        assert max(min(e["image"].shape[:2]) for e in examples) < 64
+    # TFDS' own mock cannot give the images undecoded (tfds.decode.SkipDecoding) with its
+    # random boxes (min > max): our examples under cars196's feature names, every box
+    # under 64 px a side.
+    assert {"image", "bbox"} <= set(tfds.builder("cars196").info.features)
+    small, box = car(True, box_width=200, box_height=50)
+    with fake_tfds(dict.fromkeys(("train", "test"), {"image": [small], "bbox": [box]})):
         with pytest.raises(StopIteration):  # all dropped: the stream ends, it does not hang
             next(iter(data.make_dataset("cars", 32, 4)))
 
@@ -306,10 +309,14 @@ def test_tfds_builders_know_where_to_download_from(name):
 
 def fake_tfds(splits, generated=None):
     """TFDS mocked with our own examples per split; "a+b" reads a then b, as TFDS does.
+    Images are held as files' bytes (an array as PNG) and decoded as TFDS' Image feature
+    does (tf.image.decode_image), unless the decoders skip it (tfds.decode.SkipDecoding).
     `generated` counts the examples produced, to see when images are made."""
     def as_dataset(builder, split, decoders=None, read_config=None, shuffle_files=False):
         examples = [splits[name] for name in split.split("+")]  # KeyError: no such split
         merged = {k: [e for part in examples for e in part[k]] for k in examples[0]}
+        merged["image"] = [image if isinstance(image, bytes) else tf.io.encode_png(image).numpy()
+                           for image in merged["image"]]
 
         def generate():
             for i in range(len(merged["image"])):
@@ -317,11 +324,15 @@ def fake_tfds(splits, generated=None):
                     generated.append(i)
                 yield {k: v[i] for k, v in merged.items()}
 
-        signature = {k: tf.TensorSpec(np.shape(v[0]) if k == "bbox" else (None, None, 3),
-                                      tf.float32 if k == "bbox" else tf.uint8)
+        signature = {k: tf.TensorSpec(np.shape(v[0]) if k == "bbox" else (),
+                                      tf.float32 if k == "bbox" else tf.string)
                      for k, v in merged.items()}
-        return tf.data.Dataset.from_generator(generate, output_signature=signature)
-    return tfds.testing.mock_data(as_dataset_fn=as_dataset)
+        examples = tf.data.Dataset.from_generator(generate, output_signature=signature)
+        if isinstance((decoders or {}).get("image"), tfds.decode.SkipDecoding):
+            return examples
+        return examples.map(lambda example: dict(example, image=tf.io.decode_image(
+            example["image"], channels=3, expand_animations=False)))
+    return tfds_testing.mock_data(as_dataset_fn=as_dataset)
 
 
 def constant_images(count, value, shape=(218, 178, 3)):
@@ -439,12 +450,13 @@ import os, sys
 if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:2])  # tf.data parallelism <= 2
 import tensorflow as tf
-import tensorflow_datasets as tfds
+from tensorflow_datasets import testing as tfds_testing
 import data
 
 def originals(builder, split, decoders=None, read_config=None, shuffle_files=False):
-    index = tf.data.Dataset.range({COUNT})
-    return index.map(lambda i: {{"image": tf.fill([{SIDE}, {SIDE}, 3], tf.cast(i, tf.uint8))}})
+    index = tf.data.Dataset.range({COUNT})  # the files' bytes: data.py decodes them itself
+    return index.map(lambda i: {{"image": tf.io.encode_png(
+        tf.fill([{SIDE}, {SIDE}, 3], tf.cast(i, tf.uint8)))}})
 
 def memory_kib(field):  # this process's own (not its parent's, as ru_maxrss may be) RSS
     with open("/proc/self/status") as status:
@@ -452,7 +464,7 @@ def memory_kib(field):  # this process's own (not its parent's, as ru_maxrss may
 
 data.download_blocker = lambda builder: None
 if sys.argv[1] == "tfds":
-    with tfds.testing.mock_data(as_dataset_fn=originals):
+    with tfds_testing.mock_data(as_dataset_fn=originals):
         batches = data.make_dataset("celeba_hq", 32, 8)
 else:
     batches = data.make_dataset("chairs", 32, 8, data_dir=sys.argv[1])
@@ -542,11 +554,17 @@ def authors_8bit(name, crop, res):
     resized = np.clip(tf.image.resize(crop, (res, res), "lanczos3", antialias=True), 0, 255)
     pixels = np.round(resized).astype(np.uint8)
     if name in ("celeba", "cars"):
-        pil = pytest.importorskip("PIL.Image")
-        encoded = io.BytesIO()
-        pil.fromarray(pixels).save(encoded, format="JPEG")  # PIL's default quality
-        pixels = np.asarray(pil.open(encoded))
+        pixels = pil_jpeg_round_trip(pixels)
     return pixels.astype(np.float32) / 255, resized / 255
+
+
+def pil_jpeg_round_trip(pixels, decode=None):
+    """PIL's JPEG of pixels at its default quality (75), the authors' file, decoded by PIL
+    or by decode(the file's bytes)."""
+    pil = pytest.importorskip("PIL.Image")
+    encoded = io.BytesIO()
+    pil.fromarray(pixels).save(encoded, format="JPEG")
+    return decode(encoded.getvalue()) if decode else np.asarray(pil.open(encoded))
 
 
 NATURAL_SOURCES = ["celeba-tfds", "celeba_hq-tfds", "cars-tfds", "chairs-folder",
@@ -612,6 +630,51 @@ def test_natural_images_are_the_authors_8bit_values_and_noise_is_their_only_rest
         assert noise.min() >= -1e-6 and noise.max() < 1 / 128 + 1e-6
         assert noise.mean() == pytest.approx(1 / 256, rel=0.1)  # 3,072 uniform draws
     assert sorted(i // 2 for i in matched) == [0, 1, 2, 3]
+
+
+# --- JPEGs are decoded as PIL decodes them (libjpeg's accurate integer DCT) --------------
+
+
+@pytest.fixture(scope="module")
+def textured_jpeg(tmp_path_factory):
+    """A 64 x 64 JPEG PIL wrote at quality 75 from gradients plus noise, and PIL's decode."""
+    pil = pytest.importorskip("PIL.Image")
+    rows, cols = np.mgrid[0:64, 0:64]
+    noise = np.random.default_rng(3).integers(-40, 41, (64, 64, 3))
+    pixels = np.stack([4 * cols, 4 * rows, 2 * (rows + cols)], axis=-1) + noise
+    path = tmp_path_factory.mktemp("jpeg") / "face.jpg"
+    pil.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=75)
+    return path, np.asarray(pil.open(path))
+
+
+@pytest.mark.parametrize("source", ["painting", "chairs-folder", "celeba-folder",
+                                    "celeba_hq-tfds", "cars-tfds"])
+def test_jpegs_are_decoded_as_pil_decodes_them(source, textured_jpeg, tmp_path, online):
+    # At 64 px no crop or resize changes the image: what data.py gives is the decode, and
+    # for CelebA and Cars the authors' JPEG round trip of it.
+    path, decoded = textured_jpeg
+    fast_decode = lambda encoded: tf.io.decode_jpeg(encoded).numpy()  # noqa: E731 TF's default
+    assert (fast_decode(path.read_bytes()) != decoded).any()  # the two DCTs differ here
+    name, where = (source.split("-") + [None])[:2]
+    expected = decoded
+    if name in ("celeba", "cars"):  # either decode with the fast DCT would show
+        expected = pil_jpeg_round_trip(decoded)
+        assert (pil_jpeg_round_trip(fast_decode(path.read_bytes())) != expected).any()
+        assert (pil_jpeg_round_trip(decoded, fast_decode) != expected).any()
+    if name == "painting":
+        image = data.load_painting(str(path))
+    elif where == "folder":
+        (tmp_path / "images").mkdir()
+        (tmp_path / "images" / path.name).write_bytes(path.read_bytes())
+        image = pull(data.make_dataset(name, 64, 1, data_dir=str(tmp_path / "images")), 1)[0]
+    else:
+        example = {"image": [path.read_bytes()]}
+        if name == "cars":  # the box is the whole image
+            example["bbox"] = [np.array([0, 0, 1, 1], np.float32)]
+        splits = dict.fromkeys(("train", "test") if name == "cars" else ("train",), example)
+        with fake_tfds(splits):
+            image = pull(data.make_dataset(name, 64, 1), 1)[0]
+    np.testing.assert_array_equal(np.round(image * 255).astype(np.uint8), expected)
 
 
 # --- Resumed streams ---------------------------------------------------------------------

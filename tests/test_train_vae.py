@@ -118,3 +118,35 @@ def test_published_defaults_per_dataset():
                                           ("cars", 5.0, 20, "gaussian")]:
         defaults = script.published(dataset)
         assert (defaults["beta"], defaults["c_dim"], defaults["decoder"]) == (beta, c_dim, decoder)
+
+
+@pytest.mark.parametrize("changes, evaluated, loads", [
+    (dict(dataset="celeba"), True, True),  # --evaluate, the default
+    (dict(dataset="celeba", evaluate=False), True, False),
+    (dict(dataset="celeba", evaluate=False, fid_every=4), True, True),
+    (dict(dataset="celeba"), False, False),  # the script will not evaluate
+    (dict(dataset="color_sprites", fid_every=4), True, False),  # the factor classifier's FID
+])
+def test_run_loads_inception_at_the_start_where_fid_will_use_it(
+        run_config, monkeypatch, capsys, changes, evaluated, loads):
+    import train_vae as script
+    loaded = []
+    monkeypatch.setattr(script.metrics, "inception_features_fn", loaded.append)
+    config = run_config(**changes)
+    script.Run(config, tf.distribute.get_strategy(), evaluated=evaluated)
+    assert loaded == (["imagenet"] if loads else [])
+    if not loads:
+        return
+
+    def offline(weights):
+        raise RuntimeError("cannot load InceptionV3 weights") from OSError("no network\nhere")
+
+    monkeypatch.setattr(script.metrics, "inception_features_fn", offline)
+    with pytest.raises(SystemExit) as stopped:
+        script.Run(config, tf.distribute.get_strategy(), evaluated=evaluated)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    offer = "--noevaluate" if config["evaluate"] else "--fid_every=0"
+    assert error.count("\n") == 1 and "imagenet does not load (no network)" in error
+    assert error.endswith(f"or {offer}\n") and "--inception_weights=FILE" in error
+    assert not os.path.exists(config["out_dir"])
