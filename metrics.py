@@ -34,9 +34,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     if shapes != [(d,), (d, d), (d,), (d, d)]:
         raise ValueError(f"frechet_distance needs means (d,) and covariances (d, d) of one d, "
                          f"got shapes {shapes}.")
-    eigenvalues, eigenvectors = _eigh(sigma1)
-    root = np.sqrt(np.maximum(eigenvalues, 0.0))  # clip rounding-negative eigenvalues
-    sqrt_sigma1 = (eigenvectors * root) @ eigenvectors.T
+    eigenvalues, eigenvectors = _eigh(sigma1)  # rounding-negative eigenvalues clipped to 0
+    sqrt_sigma1 = (eigenvectors * np.sqrt(np.maximum(eigenvalues, 0.0))) @ eigenvectors.T
     product = sqrt_sigma1 @ sigma2 @ sqrt_sigma1
     product = (product + product.T) / 2  # symmetric up to rounding
     trace_sqrt = np.sum(np.sqrt(np.maximum(_eigh(product, vectors=False), 0.0)))
@@ -594,8 +593,7 @@ def fid_feature_network(source, path, steps, seed, inception_weights, log, datas
     progress = _Progress(log, f"factor classifier training ({name})", steps, "steps")
     classifier, record = load_or_train_factor_classifier(
         path, datasets.ground_truth_data(name, data_dir=data_dir, painting=painting), steps,
-        seed=seed, dataset=name + (f" (painting {painting})" if painting else ""),
-        progress=progress)
+        seed=seed, dataset=name + (f" (painting {painting})" * bool(painting)), progress=progress)
     progress.end() if not record["cached"] else log(f"  factor classifier: cached {path}")
     return classifier_features_fn(classifier), "factor classifier", dict(record, path=path)
 
@@ -623,8 +621,7 @@ def _open_runs(vae_run, idgan_run, num_samples, batch_size, classifier_steps, da
 
 
 def encoder_scores(encoder, ground_truth_data, rng, num_samples, log=print):
-    """{name: score} of the encoder's mean codes, each stage logged: the FVM in both
-    protocols (sizes of evaluation_sizes), then MIG."""
+    """{name: score} of the encoder's mean codes, each stage logged: FVM (both protocols), MIG."""
     encode, results = lambda images: _posterior(encoder, images)[0], {}  # noqa: E731
     for name, (sizes, images) in evaluation_sizes(num_samples)[0].items():
         progress = _Progress(log, FVM_STAGES[name], images)
@@ -641,8 +638,7 @@ def encoder_scores(encoder, ground_truth_data, rng, num_samples, log=print):
 
 def stage_statistics(stage, features_fn, num_samples, log, real_images=None, generate_fn=None,
                      batch_size=None):
-    """FID's feature statistics of num_samples images, logged as `stage`: of the batches of
-    real_images or, given generate_fn, of generate_fn(n) for n <= batch_size."""
+    """FID statistics of num_samples real_images or generate_fn(n <= batch_size), logged."""
     progress = _Progress(log, stage, num_samples)
     features_fn = progress.counting(features_fn)
     statistics = (generated_statistics(generate_fn, features_fn, num_samples, batch_size)
