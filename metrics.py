@@ -34,9 +34,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     if shapes != [(d,), (d, d), (d,), (d, d)]:
         raise ValueError(f"frechet_distance needs means (d,) and covariances (d, d) of one d, "
                          f"got shapes {shapes}.")
-    eigenvalues, eigenvectors = _eigh(sigma1)
-    root = np.sqrt(np.maximum(eigenvalues, 0.0))  # clip rounding-negative eigenvalues
-    sqrt_sigma1 = (eigenvectors * root) @ eigenvectors.T
+    eigenvalues, eigenvectors = _eigh(sigma1)  # rounding-negative eigenvalues clipped to 0
+    sqrt_sigma1 = (eigenvectors * np.sqrt(np.maximum(eigenvalues, 0.0))) @ eigenvectors.T
     product = sqrt_sigma1 @ sigma2 @ sqrt_sigma1
     product = (product + product.T) / 2  # symmetric up to rounding
     trace_sqrt = np.sum(np.sqrt(np.maximum(_eigh(product, vectors=False), 0.0)))
@@ -108,9 +107,8 @@ _GRAPH_FILES = (".pb", ".tgz", ".tar.gz")  # the 2015 graph's .pb, or its archiv
 
 
 def inception_features_fn(weights="imagenet"):
-    """Images in [0, 1] (any size, 1 or 3 channels) -> 2048-d InceptionV3 pool features.
-    Keras' ImageNet InceptionV3 is not the 2015 graph of published FIDs: its FIDs rank
-    models as those do but differ (README "Metrics"). weights: "imagenet" (downloaded once),
+    """Images in [0, 1] (any size, 1 or 3 channels) -> 2048-d InceptionV3 pool features, whose
+    FIDs rank models as the 2015 graph's do but differ (README "Metrics"). weights: "imagenet",
     a local .h5 / .weights.h5 file, None, or that graph (inception_graph_features_fn)."""
     if str(weights).endswith(_GRAPH_FILES):
         return inception_graph_features_fn(weights)
@@ -152,8 +150,7 @@ def read_inception_graph(path):
     if missing:
         raise ValueError(f"{what}: it has no tensor {' or '.join(missing)}")
     for node in graph_def.node:  # forget the recorded batch-1 shapes (TTUR patches them too)
-        if "_output_shapes" in node.attr:
-            del node.attr["_output_shapes"]
+        node.attr.pop("_output_shapes", None)
     # TensorFlow refuses BatchNormWithGlobalNormalization (the graph's batch norm) from
     # GraphDef version 9, and a tf.function runs at today's version: each such node becomes
     # the same arithmetic, and the graph today's version, so any other removed op is refused.
@@ -193,10 +190,9 @@ def _batch_norm_arithmetic(batch_norm, names):
 
 
 def inception_graph_features_fn(path):
-    """Images in [0, 1] (any batch and size, 1 or 3 channels) -> the 2015 graph's 2048-d
-    pool_3 features, fed as TTUR feeds it: RGB in 0..255, rounded as the 8-bit files of
-    published FIDs, into 'ExpandDims:0' (here of any batch size), which resizes to 299 px.
-    A batch the graph fails on is a ValueError of one line."""
+    """Images in [0, 1] (1 or 3 channels) -> the 2015 graph's 2048-d pool_3 features, fed as
+    TTUR feeds it: RGB in 0..255 rounded as 8-bit files, into 'ExpandDims:0' (any batch size
+    here), which resizes to 299 px. A batch the graph fails on: a one-line ValueError."""
     graph_def = read_inception_graph(path)
 
     def network(pixels):
@@ -216,9 +212,8 @@ def inception_graph_features_fn(path):
             images = tf.image.grayscale_to_rgb(images)
         try:
             return network(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0)).numpy()
-        except tf.errors.OpError as error:  # e.g. a CheckNumerics node: keep the line saying
-            lines = [line.strip() for line in error.message.splitlines()]  # what failed
-            lines = [line for line in lines if line and not line.startswith("[[")]
+        except tf.errors.OpError as error:  # e.g. a CheckNumerics node: the line saying what
+            lines = [x for x in map(str.strip, error.message.splitlines()) if x and x[:2] != "[["]
             raise ValueError(f"the graph of {path} fails: "
                              f"{lines[-1] if lines else type(error).__name__}") from error
     return features
@@ -251,9 +246,8 @@ def train_factor_classifier(ground_truth_data, steps=5000, batch_size=64, seed=0
 
 def load_or_train_factor_classifier(path, ground_truth_data, steps=5000, batch_size=64, seed=0,
                                     dataset=None, progress=None):
-    """(classifier, record), cached at `path` with a sidecar (.json) of its training
-    (dataset, steps, batch_size, seed) and accuracy: loaded if trained as asked, else
-    retrained and overwritten."""
+    """(classifier, record), cached at `path` with a sidecar .json of its training arguments
+    and accuracy: loaded if trained as asked, else retrained and overwritten."""
     key, sidecar = dict(dataset=dataset, steps=steps, batch_size=batch_size, seed=seed), (
         os.path.splitext(path)[0] + ".json")
     try:
@@ -301,10 +295,9 @@ def _duration(seconds):
 
 
 class FIDCurve(keras.callbacks.Callback):
-    """Every `every` steps, FID of num_samples images of generate_fn(n) against fixed real
-    statistics (mu, sigma): the TensorBoard scalar `fid` in log_dir, a row "step,fid" of
-    csv_path. Steps count from start_step (where a resumed run starts); rows after it, left
-    by a run that stopped before its next backup, are dropped, so each step appears once."""
+    """Every `every` steps, FID of num_samples images of generate_fn(n) against real_stats
+    (mu, sigma): TensorBoard scalar `fid` in log_dir, row "step,fid" of csv_path. Steps count
+    from start_step (a resumed run's); rows after it (a run stopped before backing up) go."""
 
     def __init__(self, every, generate_fn, features_fn, real_stats, num_samples, csv_path,
                  log_dir, start_step=0, batch_size=100, log=print):
@@ -358,9 +351,8 @@ def _encode_samples(ground_truth_data, encode_fn, num_samples, rng, chunk=1024):
 
 def factor_vae_score(ground_truth_data, encode_fn, rng, num_variance=10_000, batch_size=64,
                      num_train=10_000, num_eval=5_000):
-    """FVM: accuracy of a majority-vote classifier from (argmin code dim -> fixed factor)
-    votes; defaults as disentanglement_lib's (FVM_PROTOCOLS). num_eval=0 casts no held-out
-    votes. encode_fn: observations -> mean codes (n, d)."""
+    """FVM: accuracy of a majority-vote classifier from (argmin code dim -> fixed factor) votes,
+    encode_fn: observations -> mean codes; defaults: disentanglement_lib's (FVM_PROTOCOLS)."""
     _, codes = _encode_samples(ground_truth_data, encode_fn, num_variance, rng)
     global_variances = np.var(codes, axis=0, ddof=1)
     active = np.flatnonzero(np.sqrt(global_variances) >= 0.05)  # collapsed dims cast no vote
@@ -449,8 +441,7 @@ def _codes(encoder, images, rng, codes_fn):
 
 
 def _in_chunks(model, inputs, chunk=None):
-    """model(inputs, training=False), inputs an array or a list of arrays of n rows, called on
-    at most `chunk` rows at a time (None: all n), the outputs concatenated."""
+    """model(inputs, training=False) on at most `chunk` rows (None: all) a call, concatenated."""
     n = len(tf.nest.flatten(inputs)[0])
     if chunk is None or n <= chunk:
         return model(inputs, training=False)
@@ -474,9 +465,8 @@ def generator_sampler(generator, encoder, real_batches, rng, codes_fn=None, chun
 
 def distill_lower_bound(generator, encoder, real_batches, num_samples=10_000, seed=0,
                         codes_fn=None, chunk=None):
-    """L_I = -E[NLL of c under Encoder(G(z, c))] over num_samples fresh samples, c drawn for
-    `real_batches` (images in [0, 1]), z ~ N(0, I), the encoder seeing G's output mapped to
-    [0, 1] as in the stage-2 objective (Eq. 7); higher means G(s) keeps more of c."""
+    """L_I = -E[NLL of c under Encoder(G(z, c))] over num_samples samples, c drawn for
+    `real_batches`, as in the stage-2 objective (Eq. 7); higher means G(s) keeps more of c."""
     rng, total, count = np.random.default_rng(seed), 0.0, 0
     for real in real_batches:
         c = _codes(encoder, real[:num_samples - count], rng, codes_fn)
@@ -493,10 +483,9 @@ def distill_lower_bound(generator, encoder, real_batches, num_samples=10_000, se
 def gilbo(generator, encoder, real_batches, num_samples=10_000, train_steps=2_000,
           learning_rate=1e-3, seed=0, codes_fn=None, auxiliary=None, chunk=None):
     """GILBO without H(c) (Table 3, footnotes 3 to 5): E[log e(c | G(z, c))] in nats over
-    num_samples fresh pairs, for an auxiliary encoder e (a fresh copy of the encoder, or
-    `auxiliary`) first trained train_steps Adam steps with G frozen, each on a real batch of
-    fresh (c, G(z, c)), c drawn as for L_I, G's output resized bilinearly to e's input. A G
-    that ignores c scores about -H(c) at best; one whose images carry c, far above it."""
+    num_samples fresh pairs, e (a fresh copy of the encoder, or `auxiliary`) first trained
+    train_steps Adam steps with G frozen on a real batch's fresh (c, G(z, c)) each, c drawn as
+    for L_I. A G that ignores c scores about -H(c) at best; one whose images carry c, above."""
     rng = np.random.default_rng(seed)
     keras.utils.set_random_seed(seed)
     auxiliary = auxiliary or keras.models.clone_model(encoder)
@@ -573,8 +562,7 @@ class _Progress:
         self.log(f"  {self.stage}: {f'{done:,}/' if done < self.total else ''}{self.total:,} "
                  f"{self.unit} in {_duration(seconds)} ({rate} {self.unit}/s){note}")
 
-    def counting(self, fn):
-        """fn(batch), each call advancing the count done by the batch's length."""
+    def counting(self, fn):  # fn(batch), each call advancing self.done by len(batch)
         return lambda batch: (fn(batch), self(self.done + len(batch)))[0]
 
 
@@ -605,8 +593,7 @@ def fid_feature_network(source, path, steps, seed, inception_weights, log, datas
     progress = _Progress(log, f"factor classifier training ({name})", steps, "steps")
     classifier, record = load_or_train_factor_classifier(
         path, datasets.ground_truth_data(name, data_dir=data_dir, painting=painting), steps,
-        seed=seed, dataset=name + (f" (painting {painting})" if painting else ""),
-        progress=progress)
+        seed=seed, dataset=name + (f" (painting {painting})" * bool(painting)), progress=progress)
     progress.end() if not record["cached"] else log(f"  factor classifier: cached {path}")
     return classifier_features_fn(classifier), "factor classifier", dict(record, path=path)
 
@@ -634,8 +621,7 @@ def _open_runs(vae_run, idgan_run, num_samples, batch_size, classifier_steps, da
 
 
 def encoder_scores(encoder, ground_truth_data, rng, num_samples, log=print):
-    """{name: score} of the encoder's mean codes, each stage logged: the FVM in both
-    protocols (sizes of evaluation_sizes), then MIG."""
+    """{name: score} of the encoder's mean codes, each stage logged: FVM (both protocols), MIG."""
     encode, results = lambda images: _posterior(encoder, images)[0], {}  # noqa: E731
     for name, (sizes, images) in evaluation_sizes(num_samples)[0].items():
         progress = _Progress(log, FVM_STAGES[name], images)
@@ -652,8 +638,7 @@ def encoder_scores(encoder, ground_truth_data, rng, num_samples, log=print):
 
 def stage_statistics(stage, features_fn, num_samples, log, real_images=None, generate_fn=None,
                      batch_size=None):
-    """FID's feature statistics of num_samples images, logged as `stage`: of the batches of
-    real_images or, given generate_fn, of generate_fn(n) for n <= batch_size."""
+    """FID statistics of num_samples real_images or generate_fn(n <= batch_size), logged."""
     progress = _Progress(log, stage, num_samples)
     features_fn = progress.counting(features_fn)
     statistics = (generated_statistics(generate_fn, features_fn, num_samples, batch_size)
@@ -662,14 +647,12 @@ def stage_statistics(stage, features_fn, num_samples, log, real_images=None, gen
     return statistics
 
 
-def idgan_scores(generator, encoder, runs, reference, classifier_path, steps, inception_weights,
-                 num_samples, batch_size, rng, seed=0, codes_fn=None, log=print, *, datasets):
-    """{name: score} of the ID-GAN run runs[1] (load_runs' runs) on its own data, each stage
-    logged: the FID of its samples; L_I and GILBO if it takes c, drawn (codes_fn, else the
-    encoder) for its real images, stream seed + 1 for FID and L_I, seed + 2 for GILBO. FID
-    uses the stage-1 reference (features_fn, description, real statistics) where it serves:
-    other ground truth has a classifier of its own, other images statistics of their own.
-    The generator sees at most its run's training batch (flags.json batch_size) a call."""
+def idgan_scores(generator, encoder, runs, reference, network, classifier_path, num_samples,
+                 batch_size, rng, seed=0, codes_fn=None, log=print, *, datasets):
+    """{name: score} of the ID-GAN run runs[1] on its own data, each stage logged: FID; L_I
+    and GILBO if G takes c (real streams seed + 1 and seed + 2). FID uses the stage-1
+    reference (features_fn, description, real statistics) where it serves, else network(source,
+    path) and real statistics of its own. G sees at most its training batch a call."""
     (vae_flags, source), (idgan_flags, idgan_source) = runs
     (features_fn, fid_features, real), name = reference, idgan_source[0]
     res, chunk = idgan_flags.get("res", vae_flags["res"]), idgan_flags.get("batch_size")
@@ -678,9 +661,8 @@ def idgan_scores(generator, encoder, runs, reference, classifier_path, steps, in
     results = dict(idgan_dataset=name)
     if (name, idgan_source[2]) != (source[0], source[2]) and (datasets.has_ground_truth(
             source[0]) or datasets.has_ground_truth(name)):  # else the same network serves
-        features_fn, fid_features, record = fid_feature_network(
-            idgan_source, f"{os.path.splitext(classifier_path)[0]}_{name}.keras", steps, seed,
-            inception_weights, log, datasets)
+        features_fn, fid_features, record = network(
+            idgan_source, f"{os.path.splitext(classifier_path)[0]}_{name}.keras")
         results.update({"idgan_factor_classifier": record} if record else {})
     results["fid_idgan_features"] = fid_features
     if (idgan_source, res) != (source, vae_flags["res"]):
@@ -708,18 +690,17 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
              classifier_path=None, classifier_steps=5000, inception_weights="imagenet", seed=0,
              disentanglement=True, codes_fn=None, log=print, *, datasets):
     """FVM (both protocols) and MIG on the encoder's dataset, FIDs of VAE and ID-GAN samples,
-    L_I and GILBO of runs (README "Metrics"), written to `out` (default: metrics.json in the
-    last run). num_samples counts FID and L_I samples and caps the other sizes; batch_size
-    changes speed only (each model sees at most its run's training batch a call). An ID-GAN's
-    own data (CelebA-HQ on a CelebA encoder) is used, c from codes_fn (generator_sampler) or
-    the encoder; disentanglement=False skips FVM and MIG."""
+    L_I and GILBO (README "Metrics"), written to `out` (default: metrics.json in the last run).
+    num_samples counts FID and L_I samples and caps the other sizes; batch_size changes speed
+    only. disentanglement=False skips FVM and MIG; codes_fn: see generator_sampler."""
     runs, encoder, decoder, generator = _open_runs(vae_run, idgan_run, num_samples, batch_size,
                                                    classifier_steps, datasets)
     vae_flags, source = runs[0]
-    rng, steps = np.random.default_rng(seed), min(classifier_steps, num_samples)
+    rng = np.random.default_rng(seed)
     classifier_path = classifier_path or os.path.join(vae_run, "factor_classifier.keras")
-    features_fn, fid_features, record = fid_feature_network(
-        source, classifier_path, steps, seed, inception_weights, log, datasets)
+    network = lambda source, path: fid_feature_network(  # noqa: E731
+        source, path, min(classifier_steps, num_samples), seed, inception_weights, log, datasets)
+    features_fn, fid_features, record = network(source, classifier_path)
     batch_size = batch_size or (
         CLASSIFIER_BATCH if fid_features == "factor classifier" else INCEPTION_BATCH)
     results = dict(dataset=source[0], vae=vae_run, idgan=idgan_run, num_samples=num_samples,
@@ -738,8 +719,7 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
                 vae_flags.get("batch_size")), batch_size=batch_size))
     if idgan_run:
         results.update(idgan_scores(
-            generator, encoder, runs, (features_fn, fid_features, real), classifier_path, steps,
-            inception_weights, num_samples, batch_size, rng, seed, codes_fn, log,
-            datasets=datasets))
+            generator, encoder, runs, (features_fn, fid_features, real), network, classifier_path,
+            num_samples, batch_size, rng, seed, codes_fn, log, datasets=datasets))
     _save(out or os.path.join(idgan_run or vae_run, "metrics.json"), results)
     return results
