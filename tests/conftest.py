@@ -22,6 +22,14 @@ tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
+def pytest_configure(config):
+    # Keras' TensorFlow backend converts tensors with np.array(x, copy=False) (keras/src/
+    # backend/tensorflow/core.py), and TensorFlow's tensors' __array__ take no `copy`, so
+    # NumPy 2 warns inside those two dependencies at every conversion; nothing here can fix it.
+    config.addinivalue_line("filterwarnings", "ignore:__array__ implementation doesn't accept "
+                            "a copy keyword:DeprecationWarning:keras")
+
+
 @pytest.fixture(scope="session")
 def two_replicas():
     """One MirroredStrategy over the two logical CPUs for the whole session: separate

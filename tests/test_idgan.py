@@ -233,9 +233,9 @@ def trained(tmp_path_factory, stage2):
     model.compile(idgan.rmsprop(1e-3), idgan.rmsprop(1e-3))
     before = generator.get_weights()
     data = stage2.dataset(stage2.images(32), 8)
-    history = model.fit(data.take(1), verbose=0).history
+    history = model.fit(data.take(1), shuffle=False, verbose=0).history
     after, ema = generator.get_weights(), model.generator_ema.get_weights()
-    model.fit(data, verbose=0)  # four more steps
+    model.fit(data, shuffle=False, verbose=0)  # four more steps
     return dict(model=model, encoder_before=encoder_before, before=before, after=after,
                 ema=ema, history=history, data=data, tmp=tmp_path_factory.mktemp("idgan"))
 
@@ -291,7 +291,7 @@ def test_plain_gan_baseline(stage2):
     generator, discriminator = stage2.tiny_resnets(0, 4)
     model = idgan.IDGAN(generator, discriminator, None, nuisance_dim=4, c_dim=0)
     model.compile(idgan.rmsprop(1e-4), idgan.rmsprop(1e-4))
-    history = model.fit(stage2.dataset(stage2.images(8), 4), verbose=0).history
+    history = model.fit(stage2.dataset(stage2.images(8), 4), shuffle=False, verbose=0).history
     assert set(history) == {"d_loss", "g_loss", "r1"}
 
 
@@ -309,12 +309,12 @@ def test_vdb_run_resumes_exactly(tmp_path, stage2):
 
     batches, path = stage2.dataset(stage2.images(32), 8), str(tmp_path / "vdb.weights.h5")
     straight, first = vdb_model(seed=1), vdb_model(seed=1)
-    straight.fit(batches, verbose=0)
-    first.fit(batches.take(2), verbose=0)
+    straight.fit(batches, shuffle=False, verbose=0)
+    first.fit(batches.take(2), shuffle=False, verbose=0)
     first.save_weights(path)
     resumed = vdb_model(seed=2)  # another seed: the noise state must be the checkpoint's
     resumed.load_weights(path)
-    resumed.fit(batches.skip(2), verbose=0)
+    resumed.fit(batches.skip(2), shuffle=False, verbose=0)
     assert int(resumed.g_optimizer.iterations) == 4
     for part in ["discriminator", "generator", "generator_ema", "g_optimizer", "d_optimizer"]:
         for a, b in zip(getattr(straight, part).variables, getattr(resumed, part).variables):
@@ -332,8 +332,8 @@ def test_replica_equivalence(two_replicas, vdb, stage2):
         getattr(mirrored, name).set_weights(getattr(single, name).get_weights())
     start = single.generator.get_weights() + single.discriminator.get_weights()
     data = stage2.dataset(stage2.images(8), 8)
-    single.fit(data, verbose=0)
-    mirrored.fit(data, verbose=0)
+    single.fit(data, shuffle=False, verbose=0)
+    mirrored.fit(data, shuffle=False, verbose=0)
     for name in ["generator", "generator_ema", "discriminator"]:
         for a, b in zip(getattr(single, name).weights, getattr(mirrored, name).weights):
             replicas = [v.numpy() for v in b.value.values]
@@ -350,7 +350,7 @@ def test_vdb_dual_update(two_replicas, target, distributed, stage2):
         model = idgan.IDGAN(generator, discriminator, stage2.tiny_encoder(2), nuisance_dim=2,
                             c_dim=2, vdb_target=target, vdb_beta=0.1, vdb_step=1.0)
         model.compile(idgan.rmsprop(1e-4), idgan.rmsprop(1e-4))
-    history = model.fit(stage2.dataset(stage2.images(8), 8), verbose=0).history
+    history = model.fit(stage2.dataset(stage2.images(8), 8), shuffle=False, verbose=0).history
     kl = history["vdb_kl"][0]
     expected = max(0.0, 0.1 + 1.0 * (kl - target))
     assert kl > 0
@@ -380,7 +380,7 @@ def test_sprites_distillation_lowers_nll():
             res), position_encoder(res), nuisance_dim=0, c_dim=2, distill_weight=weight, seed=2)
         model.compile(idgan.rmsprop(1e-3), idgan.rmsprop(1e-4))  # the dSprites learning rates
         ds = data.make_dataset("sprites", res, 32, seed=0)
-        nll[weight] = model.fit(ds, epochs=4, steps_per_epoch=10, verbose=0).history[
+        nll[weight] = model.fit(ds, epochs=4, steps_per_epoch=10, shuffle=False, verbose=0).history[
             "distill_nll"]
     assert nll[0.1][-1] < nll[0.1][0] - 5.0
     assert nll[0.1][-1] < nll[0.0][-1] - 5.0

@@ -37,7 +37,7 @@ def test_xla_compiled_step_equals_the_plain_step(stage2):
         getattr(models[1], name).set_weights(getattr(models[0], name).get_weights())
     start = models[0].generator.get_weights()
     for model in models:
-        model.fit(stage2.dataset(stage2.images(8), 8), verbose=0)
+        model.fit(stage2.dataset(stage2.images(8), 8), shuffle=False, verbose=0)
     for name in ["generator", "generator_ema", "discriminator"]:
         for a, b in zip(getattr(models[0], name).weights, getattr(models[1], name).weights):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-5)
@@ -83,7 +83,8 @@ def test_mixed_precision_computes_in_bfloat16_and_keeps_losses_float32(mixed_bfl
     gan = idgan.IDGAN(generator, discriminator, encoder, nuisance_dim=2, c_dim=3, seed=0)
     gan.compile(idgan.rmsprop(1e-4), idgan.rmsprop(1e-4))
     for model in (beta_vae, gan):
-        history = model.fit(stage2.dataset(stage2.images(32, channels=1), 8), verbose=0).history
+        history = model.fit(stage2.dataset(stage2.images(32, channels=1), 8), shuffle=False,
+                            verbose=0).history
         assert all(np.isfinite(values).all() for values in history.values())
         assert {w.dtype for w in model.weights} <= {"float32", "int64"}  # int64: RNG state
 
@@ -142,7 +143,8 @@ def test_every_benchmark_case_trains_on_its_batches_streamed_and_in_memory(stage
             first = next(iter(batches))
             parts = first if case == "factor_vae" else (first,)  # FactorVAE: two batches
             assert [tuple(x.shape) for x in parts] == [(4, 32, 32, channels)] * len(parts)
-            history = model.fit(batches, epochs=1, steps_per_epoch=1, verbose=0).history
+            history = model.fit(batches, epochs=1, steps_per_epoch=1, shuffle=False,
+                                verbose=0).history
             assert all(np.isfinite(values).all() for values in history.values()), case
     assert models.build("beta_vae", res=32, jit_compile=True).jit_compile
 

@@ -147,7 +147,7 @@ def test_two_replicas_train_exactly_like_one_device(images, two_replicas, kind, 
         # Real posterior noise: each example gets the same eps however the batch is split.
         model = make_model(kind, c_dim, strategy, quiet=False)
         batches = images if kind == "beta_vae" else (images, images[::-1])
-        model.fit(tf.data.Dataset.from_tensors(batches), epochs=1, verbose=0)
+        model.fit(tf.data.Dataset.from_tensors(batches), epochs=1, shuffle=False, verbose=0)
         weights.append([w.numpy() for w in model.weights])
     before = [w.numpy() for w in make_model(kind, c_dim, quiet=False).weights]
     moved = max(np.abs(a - b).max() for a, b in zip(weights[0], before))
@@ -159,7 +159,8 @@ def test_two_replicas_train_exactly_like_one_device(images, two_replicas, kind, 
 def test_loss_falls_on_a_short_sprites_run():
     model = make_model("beta_vae", 4, lr=1e-3)
     dataset = data.make_dataset("sprites", RES, 32, seed=1)
-    history = model.fit(dataset, epochs=3, steps_per_epoch=40, verbose=0).history["loss"]
+    history = model.fit(dataset, epochs=3, steps_per_epoch=40, shuffle=False,
+                        verbose=0).history["loss"]
     assert history[-1] < 0.6 * history[0]
 
 
@@ -325,7 +326,7 @@ def test_keras_rmsprop_is_not_pytorchs_at_small_gradients():
 def test_vae_weights_restore_the_adam_state(tmp_path, images):
     model = make_model("factor_vae", 3)
     pairs = tf.data.Dataset.from_tensors((images, images[::-1]))
-    model.fit(pairs.repeat(2), verbose=0)
+    model.fit(pairs.repeat(2), shuffle=False, verbose=0)
     model(images[:1])  # builds the subclassed model, as the training script does
     model.save_weights(tmp_path / "vae.weights.h5")
     restored = make_model("factor_vae", 3, seed=9)
@@ -336,7 +337,7 @@ def test_vae_weights_restore_the_adam_state(tmp_path, images):
         for a, b in zip(getattr(model, name).variables, getattr(restored, name).variables):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
     for m in (model, restored):  # and the next step is the same
-        m.fit(pairs, verbose=0)
+        m.fit(pairs, shuffle=False, verbose=0)
     for a, b in zip(model.weights, restored.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
