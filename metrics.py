@@ -2,9 +2,10 @@
 
 Part 1, the metric library, one function per metric as in disentanglement_lib: FID (Heusel
 et al. 2017) in Keras' InceptionV3, the 2015 Inception graph (TTUR's fid.py) or a factor
-classifier; the FactorVAE metric (Kim & Mnih 2018), both protocols; MIG (Chen et al. 2018);
-L_I (Eq. 7); GILBO (Alemi & Fischer 2018); FIDCurve. Part 2 evaluates run directories. The
-file needs only tensorflow, keras, numpy and scipy: copy it alone if you like.
+classifier, its spread and real-vs-real floor; the FactorVAE metric (Kim & Mnih 2018), both
+protocols; MIG (Chen et al. 2018); L_I (Eq. 7); GILBO (Alemi & Fischer 2018); FIDCurve.
+Part 2 evaluates run directories. The file needs only tensorflow, keras, numpy and scipy:
+copy it alone if you like.
 """
 import json
 import os
@@ -75,28 +76,65 @@ def feature_statistics(feature_batches):
     return shift + mean, (total_outer - count * np.outer(mean, mean)) / (count - 1)
 
 
+def real_features(image_batches, features_fn, num_samples):
+    """[features_fn(batch)] of the first num_samples images of an iterable of image batches
+    (an iterator goes on from where it stopped)."""
+    features, remaining = [], num_samples
+    for images in image_batches:
+        features.append(features_fn(images[:remaining]))
+        remaining -= len(features[-1])
+        if remaining <= 0:
+            break
+    return features
+
+
+def generated_batches(generate_fn, num_samples, batch_size):
+    """num_samples images from generate_fn(n) -> n images in [0, 1], batch_size a call."""
+    return (generate_fn(min(batch_size, num_samples - start))
+            for start in range(0, num_samples, batch_size))
+
+
 def real_statistics(real_dataset, features_fn, num_samples):
-    """Feature statistics of the first num_samples images of an iterable of image batches."""
-    def batches(remaining=num_samples):
-        for images in real_dataset:
-            images = images[:remaining]
-            remaining -= len(images)
-            yield features_fn(images)
-            if remaining <= 0:
-                return
-    return feature_statistics(batches())
+    return feature_statistics(real_features(real_dataset, features_fn, num_samples))
 
 
 def generated_statistics(generate_fn, features_fn, num_samples, batch_size):
-    """Feature statistics of num_samples images from generate_fn(n) -> n images in [0, 1]."""
-    sizes = [min(batch_size, num_samples - start) for start in range(0, num_samples, batch_size)]
-    return feature_statistics(features_fn(generate_fn(n)) for n in sizes)
+    return real_statistics(generated_batches(generate_fn, num_samples, batch_size), features_fn,
+                           num_samples)
 
 
 def fid(real_dataset, generate_fn, features_fn, num_samples=50_000, batch_size=100):
     """FID of num_samples real images (fewer if the dataset is shorter) and generated ones."""
     fake = generated_statistics(generate_fn, features_fn, num_samples, batch_size)
     return frechet_distance(*real_statistics(real_dataset, features_fn, num_samples), *fake)
+
+
+# --- FID's own noise: its spread at the sample size, and what a collapsed generator scores --
+def fid_spread(real_features, fake_features, rounds=20, seed=0):
+    """The standard deviation of FID over `rounds` bootstraps of both feature sets (lists of
+    batches; each drawn anew with replacement at its size): FID's sampling spread. It follows
+    independent full-size draws where the sets differ and overstates it near the floor
+    (tests/test_metrics.py). Cost: rounds x (two covariances and a Frechet distance)."""
+    rng, real, fake = np.random.default_rng(seed), *map(np.concatenate, (real_features,
+                                                                         fake_features))
+
+    def resampled(x):  # statistics of len(x) rows drawn with replacement, 1000 at a time
+        rows = rng.integers(len(x), size=len(x))
+        return feature_statistics(x[rows[i:i + 1000]] for i in range(0, len(x), 1000))
+    return float(np.std([frechet_distance(*resampled(real), *resampled(fake))
+                         for _ in range(rounds)], ddof=1))
+
+
+def fid_scores(key, real_features, fake_features, floor):
+    """metrics.json's fields of one FID (README "metrics.json"): `key`, the FID; key_spread,
+    fid_spread's; key_floor, `floor`, the FID of two disjoint real sets this size; key_trace,
+    tr(Sigma_real), the FID of one point at the real mean, the least any fully collapsed
+    generator scores; key_diversity, tr(Sigma_gen) / tr(Sigma_real)."""
+    (mu, sigma), fake = feature_statistics(real_features), feature_statistics(fake_features)
+    return {key: frechet_distance(mu, sigma, *fake),
+            f"{key}_spread": fid_spread(real_features, fake_features), f"{key}_floor": floor,
+            f"{key}_trace": np.trace(sigma),
+            f"{key}_diversity": np.trace(fake[1]) / np.trace(sigma)}
 
 
 # --- FID features: Keras' InceptionV3, the 2015 Inception graph, a factor classifier --------
@@ -636,23 +674,39 @@ def encoder_scores(encoder, ground_truth_data, rng, num_samples, log=print):
     return results
 
 
-def stage_statistics(stage, features_fn, num_samples, log, real_images=None, generate_fn=None,
-                     batch_size=None):
-    """FID statistics of num_samples real_images or generate_fn(n <= batch_size), logged."""
+def stage_features(stage, features_fn, num_samples, log, image_batches):
+    """FID features (real_features) of num_samples images of image_batches, logged."""
     progress = _Progress(log, stage, num_samples)
-    features_fn = progress.counting(features_fn)
-    statistics = (generated_statistics(generate_fn, features_fn, num_samples, batch_size)
-                  if generate_fn else real_statistics(real_images, features_fn, num_samples))
+    features = real_features(image_batches, progress.counting(features_fn), num_samples)
     progress.end()
-    return statistics
+    return features
+
+
+def real_reference(stage, features_fn, num_samples, log, real_images, natural):
+    """(FID features of num_samples real images, the floor): the FID between them and the next
+    num_samples of the stream, a disjoint set. Natural images come in passes, each a
+    permutation of the data: a repeat means fewer than 2 x num_samples images, and a note."""
+    seen = []
+
+    def stream():  # natural images hashed (sprites are drawn afresh: equal ones are no repeat)
+        for images in real_images:
+            seen.extend(hash(x.tobytes()) for x in np.asarray(images) if natural)
+            yield images
+    images = stream()
+    real = stage_features(stage, features_fn, num_samples, log, images)
+    second = stage_features(stage + ", second set", features_fn, num_samples, log, images)
+    if len(set(seen)) < len(seen):
+        return real, f"not measured: the data has fewer than {2 * num_samples:,} images"
+    return real, frechet_distance(*feature_statistics(real), *feature_statistics(second))
 
 
 def idgan_scores(generator, encoder, runs, reference, network, classifier_path, num_samples,
                  batch_size, rng, seed=0, codes_fn=None, log=print, *, datasets):
     """{name: score} of the ID-GAN run runs[1] on its own data, each stage logged: FID; L_I
     and GILBO if G takes c (real streams seed + 1 and seed + 2). FID uses the stage-1
-    reference (features_fn, description, real statistics) where it serves, else network(source,
-    path) and real statistics of its own. G sees at most its training batch a call."""
+    reference (features_fn, description, (real features, floor)) where it serves, else
+    network(source, path) and a real reference of its own. G sees at most its training batch
+    a call."""
     (vae_flags, source), (idgan_flags, idgan_source) = runs
     (features_fn, fid_features, real), name = reference, idgan_source[0]
     res, chunk = idgan_flags.get("res", vae_flags["res"]), idgan_flags.get("batch_size")
@@ -666,12 +720,14 @@ def idgan_scores(generator, encoder, runs, reference, network, classifier_path, 
         results.update({"idgan_factor_classifier": record} if record else {})
     results["fid_idgan_features"] = fid_features
     if (idgan_source, res) != (source, vae_flags["res"]):
-        real = stage_statistics(f"FID, real images at {res} px ({name})", features_fn,
-                                num_samples, log, images(batch_size, seed))
+        real = real_reference(f"FID, real images at {res} px ({name})", features_fn,
+                              num_samples, log, images(batch_size, seed),
+                              not datasets.has_ground_truth(name))
     posterior_images = iter(images(batch_size, seed + 1))  # endless, as in training
-    results["fid_idgan"] = frechet_distance(*real, *stage_statistics(
-        "FID, ID-GAN samples", features_fn, num_samples, log, generate_fn=generator_sampler(
-            generator, encoder, posterior_images, rng, codes_fn, chunk), batch_size=batch_size))
+    results.update(fid_scores("fid_idgan", real[0], stage_features(
+        "FID, ID-GAN samples", features_fn, num_samples, log, generated_batches(generator_sampler(
+            generator, encoder, posterior_images, rng, codes_fn, chunk), num_samples, batch_size)),
+        real[1]))
     if generator.inputs[1].shape[-1] == 0:  # L_I and GILBO need c
         return results
     progress = _Progress(log, "L_I", num_samples, "samples")
@@ -689,8 +745,9 @@ def idgan_scores(generator, encoder, runs, reference, network, classifier_path, 
 def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=None,
              classifier_path=None, classifier_steps=5000, inception_weights="imagenet", seed=0,
              disentanglement=True, codes_fn=None, log=print, *, datasets):
-    """FVM (both protocols) and MIG on the encoder's dataset, FIDs of VAE and ID-GAN samples,
-    L_I and GILBO (README "Metrics"), written to `out` (default: metrics.json in the last run).
+    """FVM (both protocols) and MIG on the encoder's dataset, FIDs of VAE and ID-GAN samples
+    with their noise (fid_scores), L_I and GILBO (README "Metrics"), written to `out`
+    (default: metrics.json in the last run).
     num_samples counts FID and L_I samples and caps the other sizes; batch_size changes speed
     only. disentanglement=False skips FVM and MIG; codes_fn: see generator_sampler."""
     runs, encoder, decoder, generator = _open_runs(vae_run, idgan_run, num_samples, batch_size,
@@ -711,12 +768,13 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
             source[0], data_dir=source[1], painting=source[2]), rng, num_samples, log))
     real_images = datasets.make_dataset(source[0], vae_flags["res"], batch_size,
                                         data_dir=source[1], seed=seed, painting=source[2])
-    real = stage_statistics("FID, real images", features_fn, num_samples, log, real_images)
+    real = real_reference("FID, real images", features_fn, num_samples, log, real_images,
+                          not datasets.has_ground_truth(source[0]))
     if decoder is not None:
-        results["fid_vae"] = frechet_distance(*real, *stage_statistics(
-            "FID, VAE samples", features_fn, num_samples, log, generate_fn=lambda n: _in_chunks(
-                decoder, rng.standard_normal((n, vae_flags["c_dim"])).astype(np.float32),
-                vae_flags.get("batch_size")), batch_size=batch_size))
+        results.update(fid_scores("fid_vae", real[0], stage_features(
+            "FID, VAE samples", features_fn, num_samples, log, generated_batches(
+                lambda n: _in_chunks(decoder, rng.standard_normal((n, vae_flags["c_dim"])).astype(
+                    np.float32), vae_flags.get("batch_size")), num_samples, batch_size)), real[1]))
     if idgan_run:
         results.update(idgan_scores(
             generator, encoder, runs, (features_fn, fid_features, real), network, classifier_path,

@@ -20,7 +20,9 @@ authors' (1Konny/idgan configs/dsprites.yaml; the README's "Published settings")
 stage 1's lr, 5e-4 instead of 1e-4, to get further in a CPU budget. Every run is an
 ordinary run directory under --out_dir/table<name>, so the same command resumes, and a
 larger budget continues the runs. The table lands in results.md (the paper's numbers beside
-ours), results.json and figures/, written by benchmarks/table_report.py. For the paper's
+ours; each FID with its spread and floor), results.json and figures/, written by
+benchmarks/table_report.py, which re-writes them alone from a table's results.json and
+metrics/ (`python benchmarks/table_report.py DIR`). For the paper's
 step counts (3e5 GAN steps, on a GPU) give --budget so that the printed plan reaches them.
 """
 import json
@@ -151,7 +153,7 @@ def evaluation_stages(n, has_idgan, disentanglement):
     fvm, gilbo_steps = metrics.evaluation_sizes(n)
     stages = [("FactorVAE metric", images) for _, images in fvm.values()] + [
         ("MIG", min(10_000, n))] if disentanglement else []
-    stages += [("FID, real", n), ("FID, VAE", n)]
+    stages += [("FID, real", 2 * n), ("FID, VAE", n)]  # a second real set: the floor
     return stages + [("FID, ID-GAN", n), ("L_I", n), (
         "GILBO", n + 2 * gilbo_steps * metrics.GILBO_BATCH)] * has_idgan
 
@@ -418,20 +420,16 @@ def main(argv):
                    runs={name: os.path.relpath(d, out_dir) for name, d in dirs.items()})
     figures = table_report.collect_figures(runs, dirs, out_dir)
     if table == "gap":
-        additions, lines = table_report.gap_report(dirs, figures, real_floor(
-            classifier, min(FID_SAMPLES, 20 * min(steps["stage1_steps"], steps["stage2_steps"]))))
-        summary.update(additions)
+        summary.update(table_report.gap_report(dirs, figures, real_floor(
+            classifier, min(FID_SAMPLES, 20 * min(steps["stage1_steps"], steps["stage2_steps"])))))
+        lines = table_report.gap_markdown(summary)
     else:
         rows = table_report.table_rows(table, results, seeds)
         summary.update(rows=rows, metrics={
             k: os.path.relpath(os.path.join(out_dir, "metrics", k + ".json"), out_dir)
             for k in results})
-        lines = table_report.markdown(table, rows, seeds)
-    text = "\n".join([header, ""] + lines) + "\n"
-    write_json(os.path.join(out_dir, "results.json"), summary)
-    with open(os.path.join(out_dir, "results.md"), "w") as f:
-        f.write(text)
-    print(text)
+        lines = table_report.markdown(table, rows, seeds, missing="not measured")
+    print(table_report.write_results(out_dir, summary, header, lines))
 
 
 def parse_flags(argv):

@@ -180,6 +180,81 @@ def test_fid_uses_first_num_samples_and_matches_scipy():
     assert value == pytest.approx(expected, rel=1e-6)
 
 
+# --- FID's own noise: spread, floor, the one-point FID -----------------------------------
+
+
+def gaussian_fid(real, fake):
+    """FID of two (n, d) arrays, statistics from numpy and the distance from scipy."""
+    return scipy_frechet(real.mean(0), np.cov(real, rowvar=False), fake.mean(0),
+                         np.cov(fake, rowvar=False))
+
+
+@pytest.mark.parametrize("shift, scale, low, high", [
+    (0.3, 1.5, 0.75, 1.25),  # distinct distributions: the spread of independent draws
+    (0.0, 1.0, 0.9, 3.0)])  # one distribution (the floor): never much below it, may be above
+def test_fid_spread_follows_independent_full_size_draws(shift, scale, low, high):
+    """Gaussian features: 200 independent full-size draws give FID's spread directly; the
+    bootstrap of single draws, averaged over 10 of them, agrees within [low, high] x it."""
+    rng, n, d = np.random.default_rng(0), 500, 8
+    draw = lambda: (rng.standard_normal((n, d)),  # noqa: E731
+                    shift + np.sqrt(scale) * rng.standard_normal((n, d)))
+    truth = np.std([gaussian_fid(*draw()) for _ in range(200)], ddof=1)
+    spreads = [metrics.fid_spread(*([x[:250], x[250:]] for x in draw())) for _ in range(10)]
+    assert low * truth < np.mean(spreads) < high * truth, (np.mean(spreads), truth)
+
+
+def test_fid_scores_of_one_point_at_the_real_mean_are_its_trace():
+    """A generator drawing one point, the real mean, scores FID = tr(Sigma_real) (closed form:
+    no mean term, no covariance of its own) with diversity 0; the real set against itself 0."""
+    rng = np.random.default_rng(1)
+    real = [rng.normal(size=(300, 6)) * np.arange(1, 7)]
+    point = [np.tile(real[0].mean(0), (300, 1))]
+    scores = metrics.fid_scores("fid_x", real, point, floor=1.5)
+    trace = np.trace(np.cov(real[0], rowvar=False))
+    assert scores["fid_x"] == pytest.approx(trace, rel=1e-9)
+    assert scores["fid_x_trace"] == pytest.approx(trace, rel=1e-12)
+    assert scores["fid_x_diversity"] == 0 and scores["fid_x_floor"] == 1.5
+    assert scores["fid_x_spread"] > 0
+    same = metrics.fid_scores("fid_x", real, real, floor=0.0)
+    assert abs(same["fid_x"]) < 1e-8 and same["fid_x_diversity"] == pytest.approx(1.0)
+
+
+class Stream:
+    """An endless stream of batches of 8 of `images`, pass after pass, in one order."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __iter__(self):
+        while True:
+            for start in range(0, len(self.images), 8):
+                yield self.images[start:start + 8]
+
+
+@pytest.mark.parametrize("natural", [True, False])
+def test_floor_is_the_fid_of_the_next_disjoint_real_set(natural):
+    """The floor: FID between the first n images and the next n of one stream, recomputed
+    with numpy and scipy from the two disjoint halves."""
+    images = np.random.default_rng(2).uniform(size=(64, 2, 2, 1)).astype(np.float32)
+    flat = lambda batch: np.asarray(batch).reshape(len(batch), -1)  # noqa: E731
+    real, floor = metrics.real_reference("real", flat, 32, lambda line: None, Stream(images),
+                                         natural)
+    assert np.array_equal(np.concatenate(real), flat(images[:32]))
+    assert floor == pytest.approx(gaussian_fid(flat(images[:32]), flat(images[32:])), rel=1e-6)
+    assert floor > 1e-3  # two sets, not one set twice (0 up to rounding)
+
+
+def test_floor_of_natural_images_needs_twice_the_samples():
+    """Natural images come in passes: 64 images give no two disjoint sets of 40 (a note);
+    procedural ones are drawn afresh, an equal image being no repeat (a value)."""
+    images = np.random.default_rng(3).uniform(size=(64, 2, 2, 1)).astype(np.float32)
+    flat = lambda batch: np.asarray(batch).reshape(len(batch), -1)  # noqa: E731
+    _, note = metrics.real_reference("real", flat, 40, lambda line: None, Stream(images), True)
+    assert note == "not measured: the data has fewer than 80 images"
+    _, floor = metrics.real_reference("real", flat, 40, lambda line: None, Stream(images), False)
+    assert isinstance(floor, float)
+
+
 # --- FactorVAE metric and MIG ------------------------------------------------------
 
 
@@ -553,8 +628,12 @@ def test_evaluate_ground_truth_runs(toy_runs, fake_datasets):
                   "disentanglement_lib's protocol: 6,450 images",  # 50 + 64 x (50 + 50)
                   "the paper's protocol: 5,050 images",  # 50 + 100 x 50
                   "MIG: 50 images", "FID, real images: 50 images", "FID, VAE samples: 50 images",
+                  "FID, real images, second set: 50 images",  # the floor's
                   "FID, ID-GAN samples: 50 images", "L_I: 50 samples"):
         assert any(stage in line for line in lines), (stage, lines)
+    for key in ("fid_vae", "fid_idgan"):  # each FID with its noise (fid_scores)
+        assert results[f"{key}_spread"] > 0 and results[f"{key}_trace"] > 0, key
+        assert isinstance(results[f"{key}_floor"], float) and results[f"{key}_diversity"] > 0
 
 
 def test_evaluate_reuses_the_classifier_only_as_trained(toy_runs, monkeypatch, fake_datasets):
@@ -671,6 +750,7 @@ def test_evaluate_natural_images_uses_inception(toy_runs, fake_datasets):
                                datasets=fake_datasets)
     assert json.loads((vae / "metrics.json").read_text()) == results
     assert "Inception" in results["fid_features"] and np.isfinite(results["fid_vae"])
+    assert isinstance(results["fid_vae_floor"], float)  # 64 images hold two disjoint sets of 6
     assert "mig" not in results and "fid_idgan" not in results
 
 

@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -271,9 +272,88 @@ def test_plan_follows_the_measured_costs_and_its_expected_time_fits_the_budget()
 def test_evaluation_stages_count_what_metrics_evaluate_computes():
     stages = tables_module.evaluation_stages(50_000, has_idgan=True, disentanglement=True)
     assert stages == [("FactorVAE metric", 970_000), ("FactorVAE metric", 90_000),
-                      ("MIG", 10_000), ("FID, real", 50_000), ("FID, VAE", 50_000),
+                      ("MIG", 10_000), ("FID, real", 100_000), ("FID, VAE", 50_000),
                       ("FID, ID-GAN", 50_000), ("L_I", 50_000),
                       ("GILBO", 50_000 + 2 * 2000 * 64)]  # its training pairs, twice
-    assert tables_module.evaluation_stages(100, False, False) == [("FID, real", 100),
+    assert tables_module.evaluation_stages(100, False, False) == [("FID, real", 200),
                                                                  ("FID, VAE", 100)]
     assert tables_module.eval_seconds("3", 1, 0) == 0.0
+
+
+# --- FID's noise in the tables (table_report) ----------------------------------------------
+
+
+def noisy(fid, spread, floor=50.0, trace=1000.0):
+    return dict(fid=fid, fid_spread=spread, fid_floor=floor, fid_trace=trace, fid_diversity=0.5)
+
+
+@pytest.mark.parametrize("b, verdict", [(109.9, "not distinguished"), (110.0, "distinguished"),
+                                        (112.0, "distinguished"), (88.0, "distinguished")])
+def test_fid_differences_below_twice_the_combined_spread_are_not_distinguished(b, verdict):
+    """Spreads 3 and 4: 2 sqrt(3^2 + 4^2) = 10, so FIDs 100 and b differ when |100 - b| >= 10."""
+    line = table_report.distinguished("A", noisy(100.0, 3.0), "B", noisy(b, 4.0))
+    assert line.endswith(": " + verdict) and "10.00" in line, line
+
+
+def test_tables_print_spread_floor_and_collapse_beside_each_fid():
+    rows = {"cGAN": noisy(1200.0, 5.0), "ID-GAN w/o distill": noisy(300.0, 4.0, "not measured: "
+                                                                    "the data has fewer than "
+                                                                    "4,000 images"),
+            "ID-GAN": dict(noisy(290.0, 3.0), l_i=-9.0, gilbo=-7.0)}
+    cells = markdown_rows("\n".join(table_report.markdown("3", rows, 1)))
+    assert cells["cGAN"][0] == "1200.00, collapsed (FID ≥ tr Σ_real)"  # 1200 >= its trace 1000
+    assert cells["ID-GAN"][0] == "290.00" and cells["ID-GAN"][3:] == ["3.00", "50.00"]
+    assert cells["ID-GAN w/o distill"][4] == "not measured: the data has fewer than 4,000 images"
+    two_seeds = {name: [noisy(400.0, 2.0), noisy(1100.0, 6.0)] for name in table_report.PAPER["2"]}
+    text = "\n".join(table_report.markdown("2", two_seeds, 2))
+    cells = markdown_rows(text)
+    assert cells["VAE-GAN"][6:] == [
+        "750.00 ± 350.00, collapsed in 1 of 2 seeds (FID ≥ tr Σ_real)", "2.00 / 6.00", "50.00"]
+    assert "- seed 1: VAE-GAN vs beta-VAE: 1100.00 vs 1100.00" in text
+
+
+def test_metrics_without_fid_noise_read_not_measured():
+    """A metrics.json of before the spread (the committed tables'): every noise cell and the
+    comparisons say so; nothing is judged collapsed."""
+    rows = {name: dict(fid=9000.0, fvm=0.5, fvm_paper=0.5, mig=0.1)
+            for name in table_report.PAPER["1"]}
+    text = "\n".join(table_report.markdown("1", rows, 1))
+    cells = markdown_rows(text)
+    assert cells["GAN"][6:] == ["9000.00"] + [table_report.GONE] * 2
+    assert text.endswith(f"FID differences and collapse not judged: spread and tr Σ_real "
+                         f"{table_report.GONE}.")
+
+
+def test_rereport_keeps_every_committed_figure(tmp_path):
+    """benchmarks/table_report.py DIR on a copy of each committed table: results.json unchanged
+    (bit for bit), results.md's cells equal to its rows, its header line kept."""
+    for table, columns in (("table1", {"fvm_paper": 1, "fvm": 2, "mig": 4, "fid": 6}),
+                           ("table2", {"fvm_paper": 1, "fvm": 2, "mig": 4, "fid": 6}),
+                           ("table3", {"fid": 0, "l_i": 1, "gilbo": 2})):
+        source = os.path.join(ROOT, "benchmarks", "results", table)
+        out = tmp_path / table
+        shutil.copytree(source, out, ignore=shutil.ignore_patterns("figures"))
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks",
+                                                              "table_report.py"), str(out)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert (out / "results.json").read_text() == open(
+            os.path.join(source, "results.json")).read()
+        text = (out / "results.md").read_text()
+        assert text.splitlines()[0] == open(os.path.join(source, "results.md")).readline().strip()
+        rows = {k: [c.split(",")[0] for c in v] for k, v in markdown_rows(text).items()}
+        check_cells(rows, read(str(out), "results.json")["rows"], columns)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "give one table directory holding results.json"),
+    ("{", "results.json"), ('{"table": "1"}', "results.json")])
+def test_rereport_bad_directories_give_one_line(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "results.json").write_text(content)
+        (tmp_path / "results.md").write_text("header\n")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "table_report.py"),
+                             str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == "", result
+    line, = result.stderr.splitlines()
+    assert line.startswith("table_report.py: error: ") and message in line, line
