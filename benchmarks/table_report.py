@@ -1,5 +1,5 @@
 """The results of benchmarks/tables.py: the table's rows from metrics.evaluate's results, the
-markdown beside the paper's numbers, and the gap analysis' FID curves, forecast and figures.
+markdown beside the paper's numbers, and the gap analysis' FID curves and figures.
 
     python benchmarks/table_report.py benchmarks/results/table1   # re-report, train nothing
 
@@ -16,7 +16,6 @@ import sys
 
 import numpy as np
 
-PAPER_STEPS = 300_000  # the authors' GAN steps (max_iter, 1Konny/idgan configs/dsprites.yaml)
 
 # The paper's numbers (mean +- std over 5 seeds): Table 2 on dSprites, Table 1 on
 # Color-dSprites. Its Table 3 is on CelebA 128 px, not comparable with sprites.
@@ -219,17 +218,6 @@ GAP_CURVES = {"vae": "beta-VAE decoder", "idgan": "(a) ID-GAN, beta-VAE encoder"
               "idgan_oracle": "(b) ID-GAN, oracle encoder", "gan": "(c) plain GAN"}
 
 
-def power_law_forecast(points, step=PAPER_STEPS):
-    """FID at `step` from a least-squares line through log FID against log step over the
-    second half of a curve: a crude extrapolation, None without three points."""
-    points = [p for p in points[len(points) // 2:] if p[1] > 0]
-    if len(points) < 3:
-        return None
-    slope, intercept = np.polyfit(np.log([p[0] for p in points]), np.log([p[1] for p in points]),
-                                  1)
-    return float(np.exp(intercept + slope * np.log(step)))
-
-
 def curve_figure(curves, path):
     """FID against steps, log-log, if matplotlib is installed (an optional, benchmark-only
     dependency); the markdown table has the same numbers."""
@@ -279,25 +267,15 @@ def prior_samples(decoder_path, path, rows=8):
     tf.io.write_file(path, tf.io.encode_png(grid))
 
 
-def forecast_text(forecast, floor):
-    """The forecasts as words: "at the floor" for one below the real-vs-real floor, where
-    an FID of this sample size means nothing, else its value (every value if floor is None)."""
-    return ", ".join(f"{label} " + ("at the floor" if floor is not None and value < floor
-                                    else f"{value:.2f}")
-                     for label, value in forecast.items() if value)
-
-
 def gap_report(dirs, figures, floor):
     """The gap table's additions to results.json: the FID curves (drawn into
-    <figures>/fid_curves.png), their forecast at PAPER_STEPS, the floor (the FID of two
-    independent sets of real images, as many as each FID's) and the oracle's R^2."""
+    <figures>/fid_curves.png), the floor (the FID of two independent sets of real images, as
+    many as each FID's) and the oracle's R^2. No forecast beyond the measured steps."""
     curves = gap_curves(dirs)
     curve_figure(curves, os.path.join(figures, "fid_curves.png"))
     with open(os.path.join(dirs["oracle"], "oracle.json")) as f:
         oracle = json.load(f)
-    return dict(curves=curves, forecast_at_paper_steps={
-        label: power_law_forecast(points) for label, points in curves.items()}, real_floor=floor,
-        oracle_r_squared=oracle["r_squared"])
+    return dict(curves=curves, real_floor=floor, oracle_r_squared=oracle["r_squared"])
 
 
 def gap_markdown(summary, missing=GONE):
@@ -307,8 +285,6 @@ def gap_markdown(summary, missing=GONE):
                   "means anything at this sample size" if floor is not None else missing)
     return gap_table(summary["curves"]) + [
         "", "Each FID's spread: not measured (metrics.FIDCurve records the FID alone).",
-        f"Power-law forecast of FID at {PAPER_STEPS:,} steps (second half of each curve; a "
-        f"crude extrapolation): {forecast_text(summary['forecast_at_paper_steps'], floor)}. "
         f"The floor: {floor_text}.",
         "Oracle encoder R^2 per factor: " + ", ".join(
             f"{k} {v:.2f}" for k, v in summary["oracle_r_squared"].items()) + "."]
