@@ -358,3 +358,21 @@ def test_authors_init_is_normal_0_02_with_zero_bias():
             np.testing.assert_array_equal(layer.bias, 0.0)
     with pytest.raises(ValueError, match="init must be one of"):
         vae.build_encoder(10, 64, 1, init="torch")
+
+
+def test_traversal_grid_sweeps_one_code_per_row():
+    """Row i of vae.traversal_grid sweeps code i over `values`, the others at mu(x): with a
+    decoder whose pixel j is the logit c_j, picture (i, k) is sigmoid(values[k]) at pixel i
+    and sigmoid(mu_j) elsewhere."""
+    mu = np.array([0.4, -0.7, 1.1])
+    encoder = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(
+        6, kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant(np.concatenate([mu, np.zeros(3)])))])
+    decoder = keras.Sequential([keras.Input((3,)), keras.layers.Reshape((1, 3, 1))])
+    values = np.linspace(-2.5, 2.5, 10)
+    grid = vae.traversal_grid(encoder, decoder, np.zeros((1, 2, 2, 1), "float32"), values)
+    expected = np.empty((3, 10, 3))  # (row i, column k, pixel j)
+    for i in range(3):
+        for k in range(10):
+            expected[i, k] = scipy.special.expit(np.where(np.arange(3) == i, values[k], mu))
+    np.testing.assert_allclose(grid[..., 0], np.round(255 * expected).reshape(3, 30), atol=1)
