@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import run_script as run
+
 TINY = ["--batch_size=4", "--log_every=1", "--steps=2", "--noevaluate"]
-
-
-def run(script, *args, cwd=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd,
-                          capture_output=True, text=True, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +79,7 @@ def test_draw_script_draws_figure6_from_the_saved_models_alone(tmp_path):
                         (decoder, vae_dir / "decoder.keras"),
                         (generator, idgan_dir / "generator.keras")]:
         model.save(path)
-    result = run(os.path.join("benchmarks", "draw.py"), f"--vae={vae_dir}", f"--idgan={idgan_dir}",
-                 f"--out={out}")
+    result = run("benchmarks/draw.py", f"--vae={vae_dir}", f"--idgan={idgan_dir}", f"--out={out}")
     assert result.returncode == 0, result.stderr
     real = next(iter(data.make_dataset("sprites", 32, 8, seed=0))).numpy()
     mu = encoder(real).numpy()[:, :3]
