@@ -3,8 +3,9 @@
 Two logical CPU devices are configured before anything else touches TensorFlow, so
 replica-equivalence tests can run tf.distribute.MirroredStrategy on a machine without GPUs.
 Plain helpers (test files import them: `from conftest import run_script`): run_script (a
-script of the repository in a fresh process), run_scripts (many short ones), benchmark (a benchmarks/ module), softplus and
-bernoulli_nll (NumPy references). Fixtures: below.
+script of the repository in a fresh process), run_scripts (several), script_command,
+benchmark (a benchmarks/ module), softplus and bernoulli_nll (NumPy references). Fixtures:
+below.
 """
 import os
 import sys
@@ -32,26 +33,11 @@ tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
-def script_command(script, *args):
-    """The command line running `script` (a path in the repository, e.g. "train_vae.py" or
-    "benchmarks/evaluate.py") with args, in this Python."""
-    return [sys.executable, os.path.join(ROOT, script), *args]
-
-
-def run_script(script, *args, cwd=None, env=None, timeout=300):
-    """script_command(script, *args) run to its end -> CompletedProcess (stdout and stderr as
-    text). env: its environment (default this one's), TensorFlow's C++ logs at level 2 unless
-    env sets TF_CPP_MIN_LOG_LEVEL."""
-    env = dict(os.environ if env is None else env)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return subprocess.run(script_command(script, *args), cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-# run_scripts' server: it imports what every script imports first, then forks a child per
-# request that runs the script as `python script args` would (as __main__, sys.argv and
-# sys.path[0] set; status: SystemExit's code, or 1 after an uncaught exception's traceback),
-# killed by SIGALRM after `timeout` seconds.
+# The scripts run in fresh processes forked from a server that has imported what every
+# script imports first (TensorFlow's import alone takes seconds a process). For each request
+# the server forks a child that runs the script as `python script args` would: as __main__,
+# sys.argv and sys.path[0] set, status SystemExit's code, or 1 after an uncaught exception's
+# traceback; killed by SIGALRM after `timeout` seconds.
 FORK_SERVER = r"""
 import json, os, runpy, signal, sys, traceback
 import absl.app, absl.flags, h5py, keras, numpy, scipy.linalg, tensorflow
@@ -78,47 +64,60 @@ for request in sys.stdin:
         os._exit(status)
     print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
 """
+_IDLE_SERVERS = {}  # environment -> queue.Queue of idle servers started in it
 
 
-def run_scripts(runs, cwd=None, env=None, servers=2, timeout=300):
-    """[CompletedProcess of run_script(script, *args, cwd=cwd, env=env)] for runs, a list of
-    (script, args), many at a time and much faster for short runs: each is a fresh process
-    forked from one of `servers` servers that have imported TensorFlow, Keras, NumPy, SciPy,
-    h5py and absl once (a few seconds a process otherwise). env is read once, by the servers."""
+def _forked_run(script, args, cwd, env, timeout):
+    """One run of script (a path in the repository) with args on an idle server for env."""
     env = dict(os.environ if env is None else env)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    cwd = os.getcwd() if cwd is None else str(cwd)
-    with tempfile.TemporaryDirectory() as scratch, \
-            concurrent.futures.ThreadPoolExecutor(servers) as pool:
-        log = open(os.path.join(scratch, "servers.log"), "w")
-        idle = queue.Queue()
-        for _ in range(servers):
-            idle.put(subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=log, env=env, text=True))
+    idle = _IDLE_SERVERS.setdefault(tuple(sorted(env.items())), queue.Queue())
+    try:
+        server = idle.get_nowait()
+    except queue.Empty:
+        server = subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile(),
+                                  env=env, text=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        out, err = os.path.join(scratch, "out"), os.path.join(scratch, "err")
+        server.stdin.write(json.dumps([os.path.join(ROOT, script), list(args),
+                                       os.getcwd() if cwd is None else str(cwd), out, err,
+                                       timeout]) + "\n")
+        server.stdin.flush()
+        status = server.stdout.readline()
+        assert status, f"the fork server ended with status {server.wait()}"
+        idle.put(server)
+        with open(out) as stdout, open(err) as stderr:
+            return subprocess.CompletedProcess([script, *args], int(status), stdout.read(),
+                                               stderr.read())
 
-        def run(index):
-            script, args = runs[index]
-            out, err = (os.path.join(scratch, f"{index}.{name}") for name in ("out", "err"))
+
+def run_script(script, *args, cwd=None, env=None, timeout=300):
+    """script (a path in the repository, e.g. "train_vae.py" or "benchmarks/evaluate.py") run
+    with args to its end, in a fresh process forked as above -> CompletedProcess (stdout and
+    stderr as text). env: its environment (default this one's), TensorFlow's C++ logs at
+    level 2 unless env sets TF_CPP_MIN_LOG_LEVEL."""
+    return _forked_run(script, args, cwd, env, timeout)
+
+
+def run_scripts(runs, cwd=None, env=None, timeout=300):
+    """[run_script(script, *args, cwd=cwd, env=env) for (script, args) in runs], two at a time."""
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda run: _forked_run(*run, cwd, env, timeout), runs))
+
+
+def pytest_sessionfinish(session):
+    for idle in _IDLE_SERVERS.values():  # each server ends at the end of its input
+        while not idle.empty():
             server = idle.get()
-            try:
-                server.stdin.write(json.dumps([os.path.join(ROOT, script), list(args), cwd, out,
-                                               err, timeout]) + "\n")
-                server.stdin.flush()
-                status = server.stdout.readline()
-            finally:
-                idle.put(server)
-            assert status, "a run_scripts server ended: " + open(log.name).read()[-3000:]
-            with open(out) as stdout, open(err) as stderr:
-                return subprocess.CompletedProcess([script, *args], int(status), stdout.read(),
-                                                   stderr.read())
-        try:
-            return list(pool.map(run, range(len(runs))))
-        finally:
-            for _ in range(servers):
-                server = idle.get()
-                server.stdin.close()
-                server.wait(timeout=60)
-            log.close()
+            server.stdin.close()
+            server.wait(timeout=60)
+
+
+def script_command(script, *args):
+    """The command line running `script` with args in this Python (for a process of its own:
+    one to kill, or one of several workers)."""
+    return [sys.executable, os.path.join(ROOT, script), *args]
 
 
 def benchmark(name):
