@@ -1,14 +1,25 @@
-"""Test-session set-up shared by every test file.
+"""Test-session set-up and helpers shared by every test file.
 
 Two logical CPU devices are configured before anything else touches TensorFlow, so
 replica-equivalence tests can run tf.distribute.MirroredStrategy on a machine without GPUs.
+Plain helpers (test files import them: `from conftest import run_script`): run_script (a
+script of the repository in a fresh process), run_scripts (several), script_command,
+benchmark (a benchmarks/ module), softplus and bernoulli_nll (NumPy references). Fixtures:
+below.
 """
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
+import concurrent.futures  # noqa: E402
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import queue  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import types  # noqa: E402
 
 import keras  # noqa: E402
@@ -20,6 +31,120 @@ from keras import layers  # noqa: E402
 _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+# The scripts run in fresh processes forked from a server that has imported what every
+# script imports first (TensorFlow's import alone takes seconds a process). For each request
+# the server forks a child that runs the script as `python script args` would: as __main__,
+# sys.argv and sys.path[0] set, status SystemExit's code, or 1 after an uncaught exception's
+# traceback; killed by SIGALRM after `timeout` seconds.
+FORK_SERVER = r"""
+import json, os, runpy, signal, sys, traceback
+import absl.app, absl.flags, h5py, keras, numpy, scipy.linalg, tensorflow
+for request in sys.stdin:
+    script, args, cwd, out, err, timeout = json.loads(request)
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(timeout)
+        os.chdir(cwd)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        for fd, path in [(1, out), (2, err)]:
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        sys.argv, sys.path[0], status = [script, *args], os.path.dirname(script), 0
+        try:
+            runpy.run_path(script, run_name="__main__")
+        except SystemExit as stop:
+            status = stop.code if isinstance(stop.code, int) else stop.code is not None
+            if not isinstance(stop.code, (int, type(None))):
+                print(stop.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+            status = 1
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(status)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+"""
+_IDLE_SERVERS = {}  # environment -> queue.Queue of idle servers started in it
+
+
+def _forked_run(script, args, cwd, env, timeout):
+    """One run of script (a path in the repository) with args on an idle server for env."""
+    env = dict(os.environ if env is None else env)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    idle = _IDLE_SERVERS.setdefault(tuple(sorted(env.items())), queue.Queue())
+    try:
+        server = idle.get_nowait()
+    except queue.Empty:
+        server = subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile(),
+                                  env=env, text=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        out, err = os.path.join(scratch, "out"), os.path.join(scratch, "err")
+        server.stdin.write(json.dumps([os.path.join(ROOT, script), list(args),
+                                       os.getcwd() if cwd is None else str(cwd), out, err,
+                                       timeout]) + "\n")
+        server.stdin.flush()
+        status = server.stdout.readline()
+        assert status, f"the fork server ended with status {server.wait()}"
+        idle.put(server)
+        with open(out) as stdout, open(err) as stderr:
+            return subprocess.CompletedProcess([script, *args], int(status), stdout.read(),
+                                               stderr.read())
+
+
+def run_script(script, *args, cwd=None, env=None, timeout=300):
+    """script (a path in the repository, e.g. "train_vae.py" or "benchmarks/evaluate.py") run
+    with args to its end, in a fresh process forked as above -> CompletedProcess (stdout and
+    stderr as text). env: its environment (default this one's), TensorFlow's C++ logs at
+    level 2 unless env sets TF_CPP_MIN_LOG_LEVEL."""
+    return _forked_run(script, args, cwd, env, timeout)
+
+
+def run_scripts(runs, cwd=None, env=None, timeout=300):
+    """[run_script(script, *args, cwd=cwd, env=env) for (script, args) in runs], two at a time."""
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda run: _forked_run(*run, cwd, env, timeout), runs))
+
+
+def pytest_sessionfinish(session):
+    for idle in _IDLE_SERVERS.values():  # each server ends at the end of its input
+        while not idle.empty():
+            server = idle.get()
+            server.stdin.close()
+            server.wait(timeout=60)
+
+
+def script_command(script, *args):
+    """The command line running `script` with args in this Python (for a process of its own:
+    one to kill, or one of several workers)."""
+    return [sys.executable, os.path.join(ROOT, script), *args]
+
+
+def benchmark(name):
+    """benchmarks/<name>.py as a module, loaded by its path once and kept in sys.modules under
+    its name, the name the benchmark scripts import each other by (evaluate.py's `import
+    baselines` then finds this module, not a second copy; an installed package of that name,
+    e.g. `evaluate`, is not picked up)."""
+    path = os.path.join(ROOT, "benchmarks", f"{name}.py")
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    assert os.path.samefile(module.__file__, path), f"{name} is {module.__file__}, not {path}"
+    return module
+
+
+def softplus(x):
+    """log(1 + e^x), without overflow."""
+    return np.logaddexp(0.0, x)
+
+
+def bernoulli_nll(x, logits):
+    """-log p(x | logits) of targets x in [0, 1] (sigmoid cross-entropy), summed over all
+    but the first axis, in float64: sum_k softplus(l_k) - x_k l_k."""
+    x, logits = np.asarray(x, np.float64), np.asarray(logits, np.float64)
+    return (softplus(logits) - x * logits).reshape(len(x), -1).sum(axis=1)
 
 
 def pytest_configure(config):
@@ -35,6 +160,29 @@ def two_replicas():
     """One MirroredStrategy over the two logical CPUs for the whole session: separate
     instances in one process reuse collective keys and then clash."""
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+# train_vae.py's flags of the shared stage-1 run below.
+STAGE1_RUN = ["--res=32", "--c_dim=3", "--batch_size=8", "--steps=2", "--log_every=2",
+              "--noevaluate"]
+
+
+@pytest.fixture(scope="session")
+def stage1_run(tmp_path_factory):
+    """A finished stage-1 run directory, `train_vae.py *STAGE1_RUN` (sprites, 32 px, c_dim 3,
+    batch 8, 2 steps), trained once for every test that reads one: copy it to change it."""
+    out = str(tmp_path_factory.mktemp("stage1_run") / "vae")
+    result = run_script("train_vae.py", *STAGE1_RUN, f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture
+def mixed_bfloat16():
+    """Keras' global dtype policy mixed_bfloat16 for one test, float32 again after it."""
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    yield
+    keras.config.set_dtype_policy("float32")
 
 
 @pytest.fixture(scope="session")
@@ -153,9 +301,6 @@ def refusing():
 
 # Tiny run directories for metrics.evaluate (test_metrics.py, test_inception_graph.py): the
 # `fake_runs` fixture below.
-
-import json  # noqa: E402
-
 
 class _NoiseImages:
     """Stand-in ground truth whose images are uniform noise (for datasets without factors)."""

@@ -1,23 +1,23 @@
 """Every bad flag, path or file: one line, exit status 2, no traceback, nothing touched.
 
 One table covers the command-line scripts (benchmarks/train_baseline.py, evaluate.py and
-tables.py too). The cases run two at a time (each is a fresh Python process) in a module
-fixture; each row is then its own test. Rows marked RUN point the script at an existing run directory, which must stay
-byte-identical; the others name a fresh --out_dir, which must not be created.
+tables.py too). The cases run two at a time in a module fixture, each a fresh process
+forked from a server that has imported TensorFlow (conftest.run_scripts); each row is then
+its own test. Rows marked RUN point the script at an existing run directory (a copy of the
+shared stage1_run), which must stay byte-identical; the others name a fresh --out_dir, which
+must not be created.
 """
-import concurrent.futures
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import STAGE1_RUN, run_scripts
+
 # No network, so that InceptionV3's ImageNet weights cannot download (and, in the fixture,
 # an empty Keras cache): a natural-image run that evaluates is refused everywhere.
 DEAD_PROXY = "http://127.0.0.1:9"
@@ -151,7 +151,7 @@ CASES = [
 ]
 
 
-def command(script, args, out_dir, root, run):
+def arguments(script, args, out_dir, root, run):
     args = [a.format(root=root, run=run) for a in args]
     if script == "train_vae.py":
         args = TINY + ["--steps=2"] + args
@@ -159,7 +159,7 @@ def command(script, args, out_dir, root, run):
         args = TINY_GAN + args
     if out_dir is not None:
         args.append("--out_dir=" + out_dir.format(run=run, out=os.path.join(root, "out")))
-    return [sys.executable, os.path.join(ROOT, script), *args]
+    return args
 
 
 def snapshot(folder):
@@ -180,7 +180,7 @@ def tiny_decoder(c_dim, channels):
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def results(tmp_path_factory, stage1_run):
     """(run directory before, after every case, each case's CompletedProcess)."""
     root = tmp_path_factory.mktemp("bad_inputs")
     for name in ("empty", "text", "corrupt", "broken_run", "broken_vae"):
@@ -201,9 +201,8 @@ def results(tmp_path_factory):
         (root / "faces" / f"{k}.png").write_bytes(tf.io.encode_png(pixels).numpy())
     env = dict(ENV, KERAS_HOME=str(root / "keras_home"))  # an empty cache
     run = str(root / "run")
-    made = subprocess.run(command("train_vae.py", [], run, root, run), env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, made.stderr
+    assert sorted(arguments("train_vae.py", [], None, root, run)) == sorted(STAGE1_RUN)
+    shutil.copytree(stage1_run, run)
     # Stage-1 runs whose decoder.keras does not load, or takes 4 codes, or makes RGB images;
     # and a CelebA one (32 px, c_dim 3) on the images in faces.
     for name, decoder in [("garbage_decoder", None), ("wide_decoder", tiny_decoder(4, 1)),
@@ -223,11 +222,8 @@ def results(tmp_path_factory):
                       keras.layers.Dense(6)]).save(celeba / "encoder.keras")
     tiny_decoder(3, 3).save(celeba / "decoder.keras")
     before = snapshot(run)
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        processes = list(pool.map(
-            lambda case: subprocess.run(command(case[0], case[1], case[2], root, run), cwd=root,
-                                        env=env, capture_output=True, text=True, timeout=300),
-            CASES))
+    processes = run_scripts([(case[0], arguments(*case[:3], root, run)) for case in CASES],
+                            cwd=root, env=env)
     return root, before, snapshot(run), processes
 
 

@@ -3,8 +3,6 @@ and GILBO (metrics.gilbo): each new loss against numpy on a tiny case, what trai
 short sprites runs, and the script end to end. Bad flags are rows of test_bad_inputs.py."""
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -17,9 +15,9 @@ import idgan
 import metrics
 import vae
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.append(os.path.join(ROOT, "benchmarks"))  # after ROOT: the project's modules come first
-import baselines  # noqa: E402
+from conftest import benchmark, bernoulli_nll, run_script, softplus
+
+baselines = benchmark("baselines")
 
 RES, C_DIM = 32, 3
 
@@ -27,10 +25,6 @@ RES, C_DIM = 32, 3
 def gaussian_nll(c, stats):
     mu, logvar = np.split(np.asarray(stats, np.float64), 2, axis=-1)
     return 0.5 * np.sum(np.log(2 * np.pi) + logvar + (c - mu) ** 2 / np.exp(logvar), axis=-1)
-
-
-def softplus(x):
-    return np.logaddexp(0.0, x)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +135,7 @@ def test_vae_gan_terms_match_numpy():
     flat = images.reshape(6, -1).astype(np.float64)
     stats = flat @ enc_kernel + enc_bias
     mu, logvar = stats[:, :C_DIM], stats[:, C_DIM:]
-    reconstruction = np.sum(softplus(dec_bias) - flat * dec_bias, axis=1)  # Bernoulli NLL
+    reconstruction = bernoulli_nll(flat, np.broadcast_to(dec_bias, flat.shape))
     kl = 0.5 * np.sum(np.exp(logvar) + mu**2 - 1 - logvar, axis=1)
     fake_logit = (2 / (1 + np.exp(-dec_bias)) - 1) @ w[:, 0] + b[0]  # the same for all fakes
     real_logits = (2 * flat - 1) @ w[:, 0] + b[0]
@@ -306,11 +300,9 @@ def test_train_baseline_writes_a_run_metrics_scores(tmp_path):
     """InfoGAN through the command line: the run directory metrics.py evaluates (no
     decoder.keras: no VAE FID), scored with c from its prior U(-1, 1), GILBO beside L_I."""
     run = tmp_path / "infogan"
-    command = [sys.executable, os.path.join(ROOT, "benchmarks", "train_baseline.py"),
-               "--system=infogan", f"--res={RES}", f"--c_dim={C_DIM}", "--batch_size=8",
-               "--steps=3", "--log_every=3", "--eval_samples=32", f"--out_dir={run}"]
-    result = subprocess.run(command, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-                            capture_output=True, text=True, timeout=300)
+    result = run_script("benchmarks/train_baseline.py", "--system=infogan", f"--res={RES}",
+                        f"--c_dim={C_DIM}", "--batch_size=8", "--steps=3", "--log_every=3",
+                        "--eval_samples=32", f"--out_dir={run}")
     assert result.returncode == 0, result.stderr[-3000:]
     names = set(os.listdir(run))
     assert {"generator.keras", "encoder.keras", "flags.json", "checkpoint.weights.h5",

@@ -4,7 +4,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import h5py
@@ -14,19 +13,9 @@ import pytest
 import tensorflow as tf
 
 import vae
+from conftest import run_script as run, script_command
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--res=32", "--c_dim=3", "--batch_size=8", "--noevaluate"]
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-
-
-def command(script, *args):
-    return [sys.executable, os.path.join(ROOT, script), *args]
-
-
-def run(script, *args):
-    return subprocess.run(command(script, *args), capture_output=True, text=True, env=ENV,
-                          timeout=300)
 
 
 def load_vae_checkpoint(path):
@@ -50,7 +39,7 @@ def test_sigkill_mid_run_then_the_same_command_resumes(tmp_path):
     out = str(tmp_path / "run")
     args = TINY + ["--steps=300", "--log_every=100", "--backup_every=5", f"--out_dir={out}"]
     checkpoint = os.path.join(out, "checkpoint.weights.h5")
-    process = subprocess.Popen(command("train_vae.py", *args), env=ENV,
+    process = subprocess.Popen(script_command("train_vae.py", *args),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(checkpoint, process)
@@ -156,60 +145,92 @@ def test_at_the_default_intervals_a_nan_at_step_k_stops_the_run_at_step_k(run_co
     assert not os.path.exists(os.path.join(config["out_dir"], "checkpoint.weights.h5"))
 
 
-def epoch_losses(stdout):
-    """The losses of each --log_every line (`step N/M: loss ... (timings)`), no timings."""
-    return [re.sub(r" \(.*\)$", "", line) for line in stdout.splitlines()
-            if line.startswith("step ") and ": " in line]
+def logged_losses(stdout):
+    """{step: its --log_every line's losses} of `step N/M: loss ... (timings)` lines."""
+    lines = [re.fullmatch(r"step (\d+)/\d+: (.*) \(.*\)", line) for line in stdout.splitlines()]
+    return {int(m.group(1)): m.group(2) for m in lines if m}
 
 
-@pytest.mark.parametrize("script,args", [
-    ("train_vae.py", TINY + ["--steps=20", "--log_every=10"]),
-    ("train_vae.py", TINY + ["--model=factor_vae", "--steps=10", "--log_every=5"]),
-])
-def test_the_same_seed_gives_the_same_losses(tmp_path, script, args):
-    runs = [run(script, *args, "--seed=3", f"--out_dir={tmp_path / str(i)}") for i in range(2)]
-    assert all(r.returncode == 0 for r in runs), runs[0].stderr
-    first, second = (epoch_losses(r.stdout) for r in runs)
-    assert len(first) == 2 and first == second
-    other = run(script, *args, "--seed=4", f"--out_dir={tmp_path / 'other'}")
-    assert epoch_losses(other.stdout) != first  # the seed matters
-
-
-@pytest.mark.parametrize("script,extra", [
-    ("train_vae.py", []), ("train_idgan.py", []),
-    # The VDB's noise comes from the model's tracked seed generator, so it resumes too.
-    ("train_idgan.py", ["--arch=resnet", "--nf=4", "--nf_max=8", "--vdb"])])
-def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, script, extra):
-    """Weights, optimizers, the noise generator and the data stream all resume. (Two
-    processes reaching the same bits also shows a seeded stage-2 run is reproducible.)"""
-    args = TINY + ["--log_every=2", "--backup_every=2"]
-    if script == "train_idgan.py":
-        stage1 = str(tmp_path / "vae")
-        assert run("train_vae.py", *TINY, "--steps=2", f"--out_dir={stage1}").returncode == 0
-        args = ["--batch_size=8", "--noevaluate", "--log_every=2", "--backup_every=2",
-                f"--vae={stage1}", *extra]
-    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-    assert run(script, *args, "--steps=6", f"--out_dir={straight}").returncode == 0
-    assert run(script, *args, "--steps=3", f"--out_dir={resumed}").returncode == 0
-    assert run(script, *args, "--steps=6", f"--out_dir={resumed}").returncode == 0
-    one, two = (h5_values(os.path.join(d, "checkpoint.weights.h5")) for d in (straight, resumed))
+def assert_same_state(one, two, atol=0.0):
+    """Equal checkpoint.weights.h5 of two run directories (every weight, optimizer slot,
+    step counter and random-generator state), to atol."""
+    one, two = (h5_values(os.path.join(d, "checkpoint.weights.h5")) for d in (one, two))
     assert one.keys() == two.keys()
     for name in one:
-        np.testing.assert_array_equal(one[name], two[name], err_msg=name)
+        if atol:
+            np.testing.assert_allclose(one[name], two[name], rtol=0, atol=atol, err_msg=name)
+        else:
+            np.testing.assert_array_equal(one[name], two[name], err_msg=name)
 
 
-def test_steps_per_execution_ends_at_the_same_weights(tmp_path):
+STAGE1 = TINY + ["--log_every=2", "--backup_every=2"]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """(directory, stdout) of an uninterrupted 6-step stage-1 run (STAGE1, seed 0), the
+    reference of the next three tests."""
+    out = str(tmp_path_factory.mktemp("straight") / "vae")
+    result = run("train_vae.py", *STAGE1, "--steps=6", f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr
+    return out, result.stdout
+
+
+def test_a_resumed_stage1_run_equals_an_uninterrupted_one_and_logs_its_losses(straight,
+                                                                               tmp_path):
+    """Weights, optimizers, the noise generator and the data stream all resume. The first 3
+    steps, in another process, log step 2's losses as the straight run did (the same seed
+    gives the same losses), and so do the last 2 steps after the resume."""
+    resumed = str(tmp_path / "resumed")
+    first = run("train_vae.py", *STAGE1, "--steps=3", f"--out_dir={resumed}")
+    second = run("train_vae.py", *STAGE1, "--steps=6", f"--out_dir={resumed}")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert_same_state(straight[0], resumed)
+    losses = logged_losses(straight[1])
+    assert sorted(losses) == [2, 4, 6]
+    assert logged_losses(first.stdout)[2] == losses[2]
+    assert logged_losses(second.stdout)[6] == losses[6]  # steps 5 and 6 in both
+
+
+def test_another_seed_gives_other_losses(straight, tmp_path):
+    other = run("train_vae.py", *STAGE1, "--steps=2", "--seed=4", f"--out_dir={tmp_path / 'o'}")
+    assert other.returncode == 0, other.stderr
+    assert logged_losses(other.stdout)[2] != logged_losses(straight[1])[2]
+
+
+def test_steps_per_execution_ends_at_the_same_weights(straight, tmp_path):
     """Several steps per call into TensorFlow change when the host looks, not what is trained."""
-    args = TINY + ["--steps=4", "--log_every=4", "--backup_every=2"]
-    runs = {k: str(tmp_path / f"spe{k}") for k in (1, 2)}
-    for k, out in runs.items():
-        result = run("train_vae.py", *args, f"--steps_per_execution={k}", f"--out_dir={out}")
-        assert result.returncode == 0, result.stderr
-        assert "Done: 4 of 4 steps" in result.stdout
-    one, two = (h5_values(os.path.join(d, "checkpoint.weights.h5")) for d in runs.values())
-    assert one.keys() == two.keys()
-    for name in one:
-        np.testing.assert_allclose(one[name], two[name], rtol=0, atol=1e-6, err_msg=name)
+    out = str(tmp_path / "spe2")
+    result = run("train_vae.py", *STAGE1, "--steps=6", "--steps_per_execution=2",
+                 f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr
+    assert "Done: 6 of 6 steps" in result.stdout
+    assert_same_state(straight[0], out, atol=1e-6)
+
+
+def test_the_same_seed_gives_the_same_factor_vae_losses(tmp_path):
+    args = TINY + ["--model=factor_vae", "--steps=10", "--log_every=5"]
+    runs = [run("train_vae.py", *args, "--seed=3", f"--out_dir={tmp_path / str(i)}")
+            for i in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    first, second = (logged_losses(r.stdout) for r in runs)
+    assert sorted(first) == [5, 10] and first == second
+    other = run("train_vae.py", *args, "--seed=4", f"--out_dir={tmp_path / 'other'}")
+    assert logged_losses(other.stdout) != first  # the seed matters
+
+
+# The VDB's noise comes from the model's tracked seed generator, so it resumes too.
+@pytest.mark.parametrize("extra", [[], ["--arch=resnet", "--nf=4", "--nf_max=8", "--vdb"]])
+def test_a_resumed_stage2_run_equals_an_uninterrupted_one(stage1_run, tmp_path, extra):
+    """As for stage 1. (Two processes reaching the same bits also shows a seeded stage-2 run
+    is reproducible.)"""
+    args = ["--batch_size=8", "--noevaluate", "--log_every=2", "--backup_every=2",
+            f"--vae={stage1_run}", *extra]
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    assert run("train_idgan.py", *args, "--steps=6", f"--out_dir={straight}").returncode == 0
+    assert run("train_idgan.py", *args, "--steps=3", f"--out_dir={resumed}").returncode == 0
+    assert run("train_idgan.py", *args, "--steps=6", f"--out_dir={resumed}").returncode == 0
+    assert_same_state(straight, resumed)
 
 
 def h5_values(path):

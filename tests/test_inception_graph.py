@@ -4,8 +4,6 @@ version, with its removed op BatchNormWithGlobalNormalization, stands in."""
 import io
 import json
 import os
-import subprocess
-import sys
 import tarfile
 
 import keras
@@ -14,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 import metrics
+from conftest import ROOT, run_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SIZE = 8  # the synthetic graph's JPEG size; it resizes to SIZE / 2 as the real one does to 299
 KERNEL = np.random.default_rng(0).normal(size=(3, 2048)).astype(np.float32)
@@ -227,11 +225,9 @@ def celeba_run(tmp_path, data_dir=None):
 
 def run_metrics(run, weights):
     """benchmarks/evaluate.py on the run with --inception_weights=weights: (status, stderr)."""
-    command = [sys.executable, os.path.join("benchmarks", "evaluate.py"), f"--vae={run}",
-               "--num_samples=2",
-               "--batch_size=2", f"--inception_weights={weights}"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    result = run_script("benchmarks/evaluate.py", f"--vae={run}", "--num_samples=2",
+                        "--batch_size=2", f"--inception_weights={weights}", cwd=ROOT,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     return result.returncode, result.stderr
 
 

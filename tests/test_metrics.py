@@ -18,9 +18,9 @@ import tensorflow as tf
 import metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.append(os.path.join(ROOT, "benchmarks"))  # after ROOT: the project's modules come first
-import baselines  # noqa: E402
-import evaluate as evaluate_cli  # noqa: E402 (benchmarks/evaluate.py)
+from conftest import benchmark  # noqa: E402
+
+baselines, evaluate_cli = benchmark("baselines"), benchmark("evaluate")
 
 
 class FactorsAsObservations:

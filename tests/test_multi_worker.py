@@ -3,14 +3,12 @@ import json
 import os
 import socket
 import subprocess
-import sys
 
 import h5py
 import numpy as np
-import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STAGE1 = ["--res=32", "--c_dim=3", "--batch_size=8", "--steps=3", "--log_every=3", "--noevaluate"]
+from conftest import STAGE1_RUN, script_command
+
 STAGE2 = ["--batch_size=8", "--steps=3", "--log_every=3", "--noevaluate"]
 
 
@@ -27,7 +25,7 @@ def free_ports(count):
 def train(script, *args, workers=1, timeout=150):
     """Run the script as one process, or as `workers` processes of one TF_CONFIG cluster;
     every process is reaped, even on failure or timeout."""
-    command = [sys.executable, os.path.join(ROOT, script), *args]
+    command = script_command(script, *args)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     if workers == 1:
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
@@ -66,21 +64,15 @@ def assert_same_training_state(one, two):
         np.testing.assert_allclose(one[name], two[name], rtol=1e-5, atol=1e-5, err_msg=name)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("multi_worker")
-    train("train_vae.py", *STAGE1, f"--out_dir={root / 'vae'}")
-    return root
+def test_stage1_two_workers_equal_one_process(stage1_run, tmp_path):
+    """The one-process run: the shared stage1_run (train_vae.py *STAGE1_RUN)."""
+    train("train_vae.py", *STAGE1_RUN, f"--out_dir={tmp_path / 'vae_2w'}", workers=2)
+    assert_same_training_state(stage1_run, tmp_path / "vae_2w")
+    assert int(checkpoint(tmp_path / "vae_2w")["optimizer/vars/0"]) == 2
 
 
-def test_stage1_two_workers_equal_one_process(runs):
-    train("train_vae.py", *STAGE1, f"--out_dir={runs / 'vae_2w'}", workers=2)
-    assert_same_training_state(runs / "vae", runs / "vae_2w")
-    assert int(checkpoint(runs / "vae_2w")["optimizer/vars/0"]) == 3
-
-
-def test_stage2_two_workers_equal_one_process(runs):
-    args = [*STAGE2, f"--vae={runs / 'vae'}"]
-    train("train_idgan.py", *args, f"--out_dir={runs / 'gan'}")
-    train("train_idgan.py", *args, f"--out_dir={runs / 'gan_2w'}", workers=2)
-    assert_same_training_state(runs / "gan", runs / "gan_2w")
+def test_stage2_two_workers_equal_one_process(stage1_run, tmp_path):
+    args = [*STAGE2, f"--vae={stage1_run}"]
+    train("train_idgan.py", *args, f"--out_dir={tmp_path / 'gan'}")
+    train("train_idgan.py", *args, f"--out_dir={tmp_path / 'gan_2w'}", workers=2)
+    assert_same_training_state(tmp_path / "gan", tmp_path / "gan_2w")

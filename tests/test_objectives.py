@@ -24,6 +24,7 @@ from keras import layers
 
 import idgan
 import vae
+from conftest import bernoulli_nll, softplus
 
 LOG_2PI = np.log(2.0 * np.pi)
 
@@ -34,10 +35,6 @@ def f32(values):
 
 def f64(arrays):
     return [np.asarray(a, np.float64) for a in arrays]
-
-
-def softplus(x):
-    return np.logaddexp(0.0, x)
 
 
 def sigmoid(x):
@@ -394,7 +391,7 @@ def reconstruction_nll_np(x, logits, likelihood):
     """-log p(x | c) summed over pixels: Bernoulli, sum_k [softplus(l_k) - x_k l_k] (sigmoid
     cross-entropy on logits); Gaussian (up to constants), sum_k (x_k - sigmoid(l_k))^2."""
     if likelihood == "bernoulli":
-        return np.sum(softplus(logits) - x * logits, axis=1)
+        return bernoulli_nll(x, logits)
     return np.sum((x - sigmoid(logits))**2, axis=1)
 
 

@@ -2,9 +2,6 @@
 benchmarks/vs_pytorch.py without PyTorch; the benchmarks' one model builder,
 benchmarks/models.py."""
 import importlib.util
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -13,16 +10,7 @@ import pytest
 import idgan
 import train_vae
 import vae
-
-BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "benchmarks")
-
-
-@pytest.fixture
-def mixed_bfloat16():
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    yield
-    keras.config.set_dtype_policy("float32")
+from conftest import benchmark, run_script
 
 
 def test_xla_compiled_step_equals_the_plain_step(stage2):
@@ -115,25 +103,15 @@ def test_vs_pytorch_without_pytorch_says_how_to_install_it_and_exits_cleanly():
     """PyTorch is optional: benchmarks/vs_pytorch.py must not need it to start."""
     if importlib.util.find_spec("torch") is not None:
         pytest.skip("PyTorch is installed here; this checks the environment without it")
-    script = os.path.join(BENCHMARKS, "vs_pytorch.py")
-    done = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60)
+    done = run_script("benchmarks/vs_pytorch.py", timeout=60)
     assert done.returncode == 0, done.stderr
     assert "PyTorch is not installed" in done.stdout
     assert "pip install torch==2.13.0" in done.stdout
     assert "Traceback" not in done.stderr
 
 
-def benchmark_models():
-    """benchmarks/models.py, loaded by path (the name `models` is not the project's)."""
-    spec = importlib.util.spec_from_file_location("benchmark_models",
-                                                  os.path.join(BENCHMARKS, "models.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_benchmark_case_trains_on_its_batches_streamed_and_in_memory(stage2):
-    models = benchmark_models()
+    models = benchmark("models")
     for case in models.CASES:
         model = models.build(case, res=32, nf=8, seed=0)
         channels = 3 if case == "idgan_resnet64" else 1
@@ -150,7 +128,7 @@ def test_every_benchmark_case_trains_on_its_batches_streamed_and_in_memory(stage
 
 
 def test_benchmark_models_keep_the_authors_optimizer_settings():
-    models = benchmark_models()
+    models = benchmark("models")
     factor_vae, conv, resnet = (models.build(case, res=32, nf=8)
                                 for case in ("factor_vae", "idgan_conv", "idgan_resnet64"))
     assert isinstance(factor_vae.optimizer, vae.TorchAdam) and factor_vae.optimizer.built

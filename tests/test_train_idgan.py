@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import run_script as run
+
 TINY = ["--batch_size=4", "--log_every=1", "--steps=2", "--noevaluate"]
-
-
-def run(script, *args, cwd=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd,
-                          capture_output=True, text=True, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +79,7 @@ def test_draw_script_draws_figure6_from_the_saved_models_alone(tmp_path):
                         (decoder, vae_dir / "decoder.keras"),
                         (generator, idgan_dir / "generator.keras")]:
         model.save(path)
-    result = run(os.path.join("benchmarks", "draw.py"), f"--vae={vae_dir}", f"--idgan={idgan_dir}",
-                 f"--out={out}")
+    result = run("benchmarks/draw.py", f"--vae={vae_dir}", f"--idgan={idgan_dir}", f"--out={out}")
     assert result.returncode == 0, result.stderr
     real = next(iter(data.make_dataset("sprites", 32, 8, seed=0))).numpy()
     mu = encoder(real).numpy()[:, :3]
@@ -236,3 +230,29 @@ def test_stage1_traversal_grid_is_decoded_in_chunks_and_matches_one_call(stage2,
     whole = vae.traversal_grid(encoder, decoder, image, chunk=1000)  # 30 codes in one call
     assert chunked.shape == (3 * 32, 10 * 32, 3)
     assert_same_grids({"traversals": chunked}, {"traversals": whole})
+
+
+def test_stage2_traversals_sweep_one_code_per_row():
+    """Row i of the stage-2 traversals sweeps c_i over linspace(-2.5, 2.5, columns), the other
+    codes at the first real image's, z fixed: with a generator whose pixel j is 0.3 c_j (in
+    [-1, 1]), picture (i, k) is (0.3 v_k + 1) / 2 at pixel i and (0.3 c_j + 1) / 2 elsewhere."""
+    import train_idgan
+    c_dim, nuisance_dim, columns = 3, 2, 8
+    z, c = keras.Input((nuisance_dim,)), keras.Input((c_dim,))
+    kernel = np.concatenate([np.zeros((nuisance_dim, c_dim)), 0.3 * np.eye(c_dim)])
+    pixels = keras.layers.Dense(c_dim, use_bias=False,
+                                kernel_initializer=keras.initializers.Constant(kernel))(
+        keras.layers.Concatenate()([z, c]))
+    generator = keras.Model([z, c], keras.layers.Reshape((1, c_dim, 1))(pixels))
+    rng = np.random.default_rng(0)
+    codes = rng.uniform(-1, 1, (4, c_dim)).astype("float32")
+    pictures = train_idgan.draw_pictures(
+        generator, None, 16, codes, rng.standard_normal((64, c_dim)).astype("float32"),
+        rng.standard_normal((64, nuisance_dim)).astype("float32"), columns)
+    values = np.linspace(-2.5, 2.5, columns)
+    expected = np.empty((c_dim, columns, c_dim))  # (row i, column k, pixel j)
+    for i in range(c_dim):
+        for k in range(columns):
+            expected[i, k] = (0.3 * np.where(np.arange(c_dim) == i, values[k], codes[0]) + 1) / 2
+    np.testing.assert_allclose(pictures["traversals"][..., 0],
+                               np.round(255 * expected).reshape(c_dim, columns * c_dim), atol=1)

@@ -2,8 +2,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -12,15 +10,14 @@ import tensorflow as tf
 
 import vae
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import run_script
+
 TINY = ["--dataset=sprites", "--c_dim=3", "--batch_size=8", "--log_every=2", "--res=32",
         "--noevaluate"]
 
 
-def train_vae(*args, cwd=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, os.path.join(ROOT, "train_vae.py"), *args],
-                          capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+def train_vae(*args):
+    return run_script("train_vae.py", *args)
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +85,15 @@ def test_factor_vae_runs_end_to_end_with_xla_and_mixed_precision(tmp_path):
     assert encoder(np.zeros((1, 32, 32, 1), "float32")).dtype == "float32"
 
 
-def test_overwrite_starts_afresh(tmp_path):
-    out = f"--out_dir={tmp_path / 'o'}"
-    assert train_vae(*TINY, "--steps=2", out).returncode == 0
-    result = train_vae(*TINY, "--steps=2", "--beta=1", "--overwrite", out)
+def test_overwrite_starts_afresh(run_dir, tmp_path):
+    out = tmp_path / "o"
+    shutil.copytree(run_dir, out)  # 6 steps at beta 8
+    result = train_vae(*TINY, "--steps=2", "--beta=1", "--overwrite", f"--out_dir={out}")
     assert result.returncode == 0, result.stderr
     assert "Resuming" not in result.stdout
-    with open(tmp_path / "o" / "flags.json") as f:
+    with open(out / "flags.json") as f:
         assert json.load(f)["beta"] == 1.0
+    assert "step 2/2: " in result.stdout and "Done: 2 of 2 steps" in result.stdout
 
 
 def test_a_moved_run_directory_resumes_where_it_now_is(run_dir, tmp_path):

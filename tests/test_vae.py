@@ -15,6 +15,7 @@ import tensorflow as tf
 import data
 import idgan
 import vae
+from conftest import bernoulli_nll
 
 RES, BATCH = 32, 8
 
@@ -53,17 +54,10 @@ def make_model(kind, c_dim, strategy=None, lr=1e-3, seed=0, quiet=True):
     return model
 
 
-def numpy_bernoulli_nll(x, logits):
-    """Cross-entropy of targets x in [0, 1] (area-downsampled sprites are not binary)."""
-    logits = logits.astype(np.float64)
-    log_p, log_not_p = scipy.special.log_expit(logits), scipy.special.log_expit(-logits)
-    return -(x * log_p + (1 - x) * log_not_p).reshape(len(x), -1).sum(axis=1)
-
-
 def test_bernoulli_and_gaussian_reconstruction_losses(images):
     logits = np.random.default_rng(0).normal(size=images.shape).astype("float32")
     np.testing.assert_allclose(vae.reconstruction_loss(images, logits, "bernoulli"),
-                               numpy_bernoulli_nll(images, logits), rtol=1e-5)
+                               bernoulli_nll(images, logits), rtol=1e-5)
     squared = ((images - scipy.special.expit(logits)) ** 2).reshape(BATCH, -1).sum(axis=1)
     np.testing.assert_allclose(vae.reconstruction_loss(images, logits, "gaussian"), squared,
                                rtol=1e-5)
@@ -92,7 +86,7 @@ def test_beta_vae_step_reports_the_hand_computed_elbo(images):
     model = make_model("beta_vae", 4)
     stats = model.encoder(images).numpy()
     mu, logvar = stats[:, :4], stats[:, 4:]
-    recon = numpy_bernoulli_nll(images, model.decoder(mu).numpy())
+    recon = bernoulli_nll(images, model.decoder(mu).numpy())
     kl = 0.5 * (np.exp(logvar) + mu**2 - 1 - logvar).sum(axis=1)
     logs = model.train_on_batch(images, return_dict=True)
     assert logs["reconstruction"] == pytest.approx(recon.mean(), rel=1e-4)
@@ -107,7 +101,7 @@ def test_factor_vae_step_reports_the_hand_computed_losses(images):
     first, second = images, images[::-1] * 0.5
     stats = model.encoder(first).numpy()
     mu, logvar = stats[:, :1], stats[:, 1:]
-    recon = numpy_bernoulli_nll(first, model.decoder(mu).numpy())
+    recon = bernoulli_nll(first, model.decoder(mu).numpy())
     kl = 0.5 * (np.exp(logvar) + mu ** 2 - 1 - logvar).sum(axis=1)
     joint = model.discriminator(mu).numpy()
     tc = joint[:, 0] - joint[:, 1]
@@ -249,13 +243,6 @@ def run_optimizer(optimizer_fn, grads, mode, strategy=None):
     return np.array(trajectory), np.asarray(grads, np.float64).reshape(len(grads), -1)
 
 
-@pytest.fixture
-def mixed_bfloat16():
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    yield
-    keras.config.set_dtype_policy("float32")
-
-
 @pytest.mark.parametrize("mode", ["eager", "jit", "replicas", "bfloat16"])
 @pytest.mark.parametrize("rms", [1e-5, 1e-3, 1.0])
 @pytest.mark.parametrize("betas", [(0.9, 0.999), (0.5, 0.9)])  # the VAE's, tc_optimizer()'s
@@ -358,3 +345,21 @@ def test_authors_init_is_normal_0_02_with_zero_bias():
             np.testing.assert_array_equal(layer.bias, 0.0)
     with pytest.raises(ValueError, match="init must be one of"):
         vae.build_encoder(10, 64, 1, init="torch")
+
+
+def test_traversal_grid_sweeps_one_code_per_row():
+    """Row i of vae.traversal_grid sweeps code i over `values`, the others at mu(x): with a
+    decoder whose pixel j is the logit c_j, picture (i, k) is sigmoid(values[k]) at pixel i
+    and sigmoid(mu_j) elsewhere."""
+    mu = np.array([0.4, -0.7, 1.1])
+    encoder = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(
+        6, kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant(np.concatenate([mu, np.zeros(3)])))])
+    decoder = keras.Sequential([keras.Input((3,)), keras.layers.Reshape((1, 3, 1))])
+    values = np.linspace(-2.5, 2.5, 10)
+    grid = vae.traversal_grid(encoder, decoder, np.zeros((1, 2, 2, 1), "float32"), values)
+    expected = np.empty((3, 10, 3))  # (row i, column k, pixel j)
+    for i in range(3):
+        for k in range(10):
+            expected[i, k] = scipy.special.expit(np.where(np.arange(3) == i, values[k], mu))
+    np.testing.assert_allclose(grid[..., 0], np.round(255 * expected).reshape(3, 30), atol=1)
