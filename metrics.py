@@ -133,8 +133,8 @@ def fid_scores(key, real_features, fake_features, floor):
     (mu, sigma), fake = feature_statistics(real_features), feature_statistics(fake_features)
     return {key: frechet_distance(mu, sigma, *fake),
             f"{key}_spread": fid_spread(real_features, fake_features), f"{key}_floor": floor,
-            f"{key}_trace": np.trace(sigma),
-            f"{key}_diversity": np.trace(fake[1]) / np.trace(sigma)}
+            f"{key}_trace": np.trace(sigma),  # diversity: None for real images all alike
+            f"{key}_diversity": np.trace(fake[1]) / np.trace(sigma) if np.trace(sigma) else None}
 
 
 # --- FID features: Keras' InceptionV3, the 2015 Inception graph, a factor classifier --------

@@ -129,8 +129,24 @@ BUGS = [
      "batch_size=64 if res <= 128 else 24 if res <= 512 else 8,",
      "batch_size=64 if res <= 128 else 24,",
      ["tests/test_train_idgan.py::test_published_defaults_per_dataset"]),
+    # --- FID's own noise (metrics.py) and its reading (benchmarks/table_report.py) -----------
+    ("FID spread scores the same draw every round", "metrics.py",
+     "rows = rng.integers(len(x), size=len(x))",
+     "rows = np.arange(len(x))",
+     ["tests/test_metrics.py::test_fid_spread_follows_independent_full_size_draws"]),
+    ("floor scores the first real set twice", "metrics.py",
+     "return real, frechet_distance(*feature_statistics(real), *feature_statistics(second))",
+     "return real, frechet_distance(*feature_statistics(real), *feature_statistics(real))",
+     ["tests/test_metrics.py::test_floor_is_the_fid_of_the_next_disjoint_real_set"]),
+    ("trace of the generated covariance", "metrics.py",
+     'f"{key}_trace": np.trace(sigma),',
+     'f"{key}_trace": np.trace(fake[1]),',
+     ["tests/test_metrics.py::test_fid_scores_of_one_point_at_the_real_mean_are_its_trace"]),
+    ("collapse judged the wrong way round", "benchmarks/table_report.py",
+     'return row["fid"] >= row["fid_trace"]',
+     'return row["fid"] < row["fid_trace"]',
+     ["tests/test_tables.py::test_tables_print_spread_floor_and_collapse_beside_each_fid"]),
 ]
-
 
 def copy_with_bug(target, file, original, broken):
     shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(

@@ -302,7 +302,7 @@ def write_results(out_dir, summary, header, lines):
 
 def rereport(out_dir, missing=GONE):
     """results.md and results.json of a finished table re-written from its results.json and
-    the metrics/*.json it names (where all exist; else results.json's rows), nothing trained
+    the metrics/*.json it names (where it names them and all exist; else results.json's rows), nothing trained
     or scored; results.md's first line, the run's header, is kept."""
     with open(os.path.join(out_dir, "results.json")) as f:
         summary = json.load(f)
@@ -310,8 +310,9 @@ def rereport(out_dir, missing=GONE):
         header = f.readline().rstrip("\n")
     if summary["table"] == "gap":
         return write_results(out_dir, summary, header, gap_markdown(summary, missing))
-    paths = {name: os.path.join(out_dir, path) for name, path in summary["metrics"].items()}
-    if all(map(os.path.exists, paths.values())):
+    paths = {name: os.path.join(out_dir, path)
+             for name, path in summary.get("metrics", {}).items()}  # table3's were never kept
+    if paths and all(map(os.path.exists, paths.values())):
         results = {}
         for name, path in paths.items():
             with open(path) as f:

@@ -69,6 +69,8 @@ def define_flags():
                          "underestimated the GANs' long runs (results/table2/README.md).",
                          lower_bound=0)
     flags.register_validator("probe_steps", lambda n: n % 2 == 0, "must be even")
+    flags.DEFINE_integer("eval_samples", 0, "FID and L_I samples (0: the plan's, the largest "
+                         "that fits the budget); pins a committed table's size.", lower_bound=0)
 
 
 def fail(message):
@@ -397,6 +399,8 @@ def main(argv):
         COSTS)
     minutes["probes"] = minutes.get("probes", 0.0) + (time.perf_counter() - start) / 60
     steps, runs = plan(table, FLAGS.budget, seeds, costs), table_runs(table, seeds)
+    if FLAGS.eval_samples and table != "gap":
+        steps["eval_samples"] = FLAGS.eval_samples
     how = (f"from {FLAGS.probe_steps}-step timed runs here" if FLAGS.probe_steps else
            "the reference CPU's (COSTS)")
     print(f"Table {table}, budget {FLAGS.budget:g} min: {steps}; expected "

@@ -156,8 +156,9 @@ def check_cells(rows, table_rows, columns):
 
 
 def test_table3_reports_fid_l_i_and_gilbo_of_three_gans_on_one_encoder(tmp_path_factory):
-    out = run_table(tmp_path_factory, "3")
+    out = run_table(tmp_path_factory, "3", "--eval_samples=96")
     results = read(out, "results.json")
+    assert results["plan"]["eval_samples"] == 96
     for run in ("cgan", "idgan_nodistill", "idgan"):
         assert read(out, run, "flags.json")["vae"] == os.path.join(out, "beta_vae")
     check_steps(out, ["cgan", "idgan_nodistill", "idgan"], results["plan"]["stage2_steps"])
@@ -167,6 +168,7 @@ def test_table3_reports_fid_l_i_and_gilbo_of_three_gans_on_one_encoder(tmp_path_
     metrics_file = read(out, results["metrics"]["idgan"])
     assert results["rows"]["ID-GAN"]["l_i"] == metrics_file["l_i"]
     assert results["rows"]["ID-GAN"]["fid"] == metrics_file["fid_idgan"]
+    assert metrics_file["num_samples"] == 96  # --eval_samples pins the plan's size
 
 
 def test_table2_compares_one_and_two_objectives(tmp_path_factory):
