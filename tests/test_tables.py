@@ -3,8 +3,6 @@ import glob
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,15 +10,14 @@ import keras
 import tensorflow as tf
 
 import metrics
+from conftest import benchmark, run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUDGET = 0.1  # minutes: the smallest step counts (10 and up)
 
 
 def tables(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "tables.py"), *args],
-                          capture_output=True, text=True, env=env, timeout=900)
+    return run_script("benchmarks/tables.py", *args, timeout=900)
 
 
 def run_table(tmp_path_factory, table, *extra):
@@ -222,9 +219,8 @@ def test_bad_flags_give_one_line(args, expected):
 
 # --- Planning from seconds per step measured on this machine ----------------------------
 
-sys.path.append(os.path.join(ROOT, "benchmarks"))  # after ROOT: the project's modules first
-import tables as tables_module  # noqa: E402 (benchmarks/tables.py)
-import table_report  # noqa: E402 (benchmarks/table_report.py)
+table_report = benchmark("table_report")  # first: tables.py imports it by this name
+tables_module = benchmark("tables")
 
 
 def test_prior_samples_draw_standard_normal_codes_through_the_decoder(tmp_path):
@@ -332,9 +328,7 @@ def test_rereport_keeps_every_committed_figure(tmp_path):
         source = os.path.join(ROOT, "benchmarks", "results", table)
         out = tmp_path / table
         shutil.copytree(source, out, ignore=shutil.ignore_patterns("figures"))
-        result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks",
-                                                              "table_report.py"), str(out)],
-                                capture_output=True, text=True)
+        result = run_script("benchmarks/table_report.py", str(out))
         assert result.returncode == 0, result.stderr
         assert (out / "results.json").read_text() == open(
             os.path.join(source, "results.json")).read()
@@ -351,8 +345,7 @@ def test_rereport_bad_directories_give_one_line(tmp_path, content, message):
     if content is not None:
         (tmp_path / "results.json").write_text(content)
         (tmp_path / "results.md").write_text("header\n")
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "table_report.py"),
-                             str(tmp_path)], capture_output=True, text=True)
+    result = run_script("benchmarks/table_report.py", str(tmp_path))
     assert result.returncode == 2 and result.stdout == "", result
     line, = result.stderr.splitlines()
     assert line.startswith("table_report.py: error: ") and message in line, line
