@@ -4,8 +4,7 @@ Part 1, the metric library, one function per metric as in disentanglement_lib: F
 et al. 2017) in Keras' InceptionV3, the 2015 Inception graph (TTUR's fid.py) or a factor
 classifier, its spread and real-vs-real floor; the FactorVAE metric (Kim & Mnih 2018), both
 protocols; MIG (Chen et al. 2018); L_I (Eq. 7); GILBO (Alemi & Fischer 2018); FIDCurve.
-Part 2 evaluates run directories. The file needs only tensorflow, keras, numpy and scipy:
-copy it alone if you like.
+Part 2 evaluates run directories. The file needs only tensorflow, keras, numpy and scipy.
 """
 import json
 import os
@@ -27,9 +26,8 @@ import tensorflow as tf
 
 # --- FID: the Frechet distance of feature statistics (Heusel et al. 2017) ------------------
 def frechet_distance(mu1, sigma1, mu2, sigma2):
-    """||mu1 - mu2||^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^(1/2)), in float64.
-    sigma1 sigma2 has the spectrum of the symmetric A sigma2 A, A = sigma1^(1/2): two
-    symmetric eigendecompositions replace a general matrix square root."""
+    """||mu1 - mu2||^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^(1/2)), in float64, with
+    two symmetric eigendecompositions (sigma1 sigma2 is similar to A sigma2 A, A = sigma1^(1/2))."""
     mu1, sigma1, mu2, sigma2 = (np.asarray(x, np.float64) for x in (mu1, sigma1, mu2, sigma2))
     d, shapes = mu1.size, [tuple(x.shape) for x in (mu1, sigma1, mu2, sigma2)]
     if shapes != [(d,), (d, d), (d,), (d, d)]:
@@ -77,8 +75,7 @@ def feature_statistics(feature_batches):
 
 
 def real_features(image_batches, features_fn, num_samples):
-    """[features_fn(batch)] of the first num_samples images of an iterable of image batches
-    (an iterator goes on from where it stopped)."""
+    """[features_fn(batch)] of the next num_samples images of an iterable of image batches."""
     features, remaining = [], num_samples
     for images in image_batches:
         features.append(features_fn(images[:remaining]))
@@ -111,12 +108,11 @@ def fid(real_dataset, generate_fn, features_fn, num_samples=50_000, batch_size=1
 
 # --- FID's own noise: its spread at the sample size, and what a collapsed generator scores --
 def fid_spread(real_features, fake_features, rounds=20, seed=0):
-    """The standard deviation of FID over `rounds` bootstraps of both feature sets (lists of
-    batches; each drawn anew with replacement at its size): FID's sampling spread. It follows
-    independent full-size draws where the sets differ and overstates it near the floor
-    (tests/test_metrics.py). Cost: rounds x (two covariances and a Frechet distance)."""
-    rng, real, fake = np.random.default_rng(seed), *map(np.concatenate, (real_features,
-                                                                         fake_features))
+    """FID's sampling spread: its standard deviation over `rounds` bootstraps of both feature sets
+    (lists of batches; each drawn anew with replacement at its size). It follows independent
+    full-size draws where the sets differ, overstates it near the floor (tests/test_metrics.py)."""
+    rng = np.random.default_rng(seed)
+    real, fake = np.concatenate(real_features), np.concatenate(fake_features)
 
     def resampled(x):  # statistics of len(x) rows drawn with replacement, 1000 at a time
         rows = rng.integers(len(x), size=len(x))
@@ -296,8 +292,7 @@ def load_or_train_factor_classifier(path, ground_truth_data, steps=5000, batch_s
         return keras.models.load_model(path, compile=False), dict(record, cached=True)
     classifier, accuracy = train_factor_classifier(ground_truth_data, steps, batch_size, seed,
                                                    progress)
-    if os.path.exists(sidecar):
-        os.remove(sidecar)  # first: an old sidecar must never describe the new model
+    pathlib.Path(sidecar).unlink(missing_ok=True)  # first: no stale sidecar beside the new model
     _save(path, classifier.save)
     _save(sidecar, dict(key, accuracy=accuracy))
     return classifier, dict(key, accuracy=accuracy, cached=False)
@@ -702,14 +697,13 @@ def real_reference(stage, features_fn, num_samples, log, real_images, natural):
 
 def idgan_scores(generator, encoder, runs, reference, network, classifier_path, num_samples,
                  batch_size, rng, seed=0, codes_fn=None, log=print, *, datasets):
-    """{name: score} of the ID-GAN run runs[1] on its own data, each stage logged: FID; L_I
-    and GILBO if G takes c (real streams seed + 1 and seed + 2). FID uses the stage-1
-    reference (features_fn, description, (real features, floor)) where it serves, else
-    network(source, path) and a real reference of its own. G sees at most its training batch
-    a call."""
+    """{name: score} of the ID-GAN run runs[1] on its own data, each stage logged: FID in the
+    stage-1 reference (features_fn, description, (real features, floor)) where it serves, else
+    in network(source, path) and a real reference of its own; L_I and GILBO if G takes c (real
+    streams seed + 1 and seed + 2). G sees at most its training batch a call."""
     (vae_flags, source), (idgan_flags, idgan_source) = runs
     (features_fn, fid_features, real), name = reference, idgan_source[0]
-    res, chunk = idgan_flags.get("res", vae_flags["res"]), idgan_flags.get("batch_size")
+    res, chunk = idgan_flags["res"], idgan_flags.get("batch_size")  # load_runs checked "res"
     images = lambda batch, seed: datasets.make_dataset(  # noqa: E731  endless
         name, res, batch, data_dir=idgan_source[1], seed=seed, painting=idgan_source[2])
     results = dict(idgan_dataset=name)
@@ -745,11 +739,10 @@ def idgan_scores(generator, encoder, runs, reference, network, classifier_path, 
 def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=None,
              classifier_path=None, classifier_steps=5000, inception_weights="imagenet", seed=0,
              disentanglement=True, codes_fn=None, log=print, *, datasets):
-    """FVM (both protocols) and MIG on the encoder's dataset, FIDs of VAE and ID-GAN samples
-    with their noise (fid_scores), L_I and GILBO (README "Metrics"), written to `out`
-    (default: metrics.json in the last run).
-    num_samples counts FID and L_I samples and caps the other sizes; batch_size changes speed
-    only. disentanglement=False skips FVM and MIG; codes_fn: see generator_sampler."""
+    """FVM (both protocols) and MIG on the encoder's dataset, FIDs of VAE and ID-GAN samples with
+    their noise (fid_scores), L_I and GILBO (README "Metrics"), written to `out` (default: the last
+    run's metrics.json). num_samples counts FID and L_I samples and caps the other sizes; batch_size
+    changes speed only. disentanglement=False skips FVM and MIG; codes_fn: see generator_sampler."""
     runs, encoder, decoder, generator = _open_runs(vae_run, idgan_run, num_samples, batch_size,
                                                    classifier_steps, datasets)
     vae_flags, source = runs[0]
@@ -758,8 +751,7 @@ def evaluate(vae_run, idgan_run=None, num_samples=50_000, batch_size=None, out=N
     network = lambda source, path: fid_feature_network(  # noqa: E731
         source, path, min(classifier_steps, num_samples), seed, inception_weights, log, datasets)
     features_fn, fid_features, record = network(source, classifier_path)
-    batch_size = batch_size or (
-        CLASSIFIER_BATCH if fid_features == "factor classifier" else INCEPTION_BATCH)
+    batch_size = batch_size or (CLASSIFIER_BATCH if record else INCEPTION_BATCH)
     results = dict(dataset=source[0], vae=vae_run, idgan=idgan_run, num_samples=num_samples,
                    fid_features=fid_features, batch_size=batch_size)
     results.update({"factor_classifier": record} if record else {})
