@@ -237,8 +237,8 @@ def inception_graph_features_fn(path):
         network = tf.compat.v1.wrap_function(
             network, [tf.TensorSpec([None, None, None, 3], tf.float32)])
     except (ValueError, TypeError, tf.errors.OpError) as error:
-        raise ValueError(f"cannot import the graph of {path}: "
-                         f"{str(error).strip().splitlines()[0]}") from error
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"cannot import the graph of {path}: {reason}") from error
 
     def features(images):
         images = tf.convert_to_tensor(images, tf.float32)
