@@ -57,14 +57,15 @@ def main():
     final_vae = os.path.join(kept, f"vae_sprites_{FINAL}")
     for step in MILESTONES:
         vae_dir, idgan_dir = (os.path.join(kept, f"{name}_{step}") for name in STAGES.values())
-        if os.path.isdir(vae_dir):
+        vae_drawn = os.path.isfile(os.path.join(vae_dir, "encoder.keras"))  # not a placeholder
+        if vae_drawn:  # (README "Attempt 2": legs trained before a resume leave empty folders)
             pictures = draw.draw(vae_dir)
             draw.write(pictures, os.path.join(out, "milestones", f"vae_{step}"))
         if os.path.isdir(idgan_dir) and os.path.isdir(final_vae):
             pictures = draw.draw(final_vae, idgan_dir)
             draw.write({k: v for k, v in pictures.items() if not k.startswith("vae_")},
                        os.path.join(out, "milestones", f"idgan_{step}"))
-        print(f"milestone {step}: stage 1 {'drawn' if os.path.isdir(vae_dir) else 'not reached'}"
+        print(f"milestone {step}: stage 1 {'drawn' if vae_drawn else 'not drawn'}"
               f", stage 2 {'drawn' if os.path.isdir(idgan_dir) else 'not reached'}")
     for sub, name in STAGES.items():
         final = os.path.join(kept, f"{name}_{FINAL}")
