@@ -106,6 +106,24 @@ def fid(real_dataset, generate_fn, features_fn, num_samples=50_000, batch_size=1
     return frechet_distance(*real_statistics(real_dataset, features_fn, num_samples), *fake)
 
 
+def feature_distance(x_batches, y_batches, statistics=None):
+    """frechet_distance of two lists of (n, d) feature batches (`statistics`: theirs, if known).
+    With no more samples than dimensions (few samples of wide features), from the centred
+    samples X, Y: Sigma_x Sigma_y has the nonzero eigenvalues of M M^T, M = X Y^T /
+    sqrt((n_x - 1)(n_y - 1)), so tr((Sigma_x Sigma_y)^(1/2)) is the sum of M's singular
+    values, an (n_x, n_y) SVD instead of two (d, d) eigendecompositions."""
+    if statistics is None:
+        statistics = feature_statistics(x_batches), feature_statistics(y_batches)
+    (mu_x, sigma_x), (mu_y, sigma_y) = statistics
+    n_x, n_y = sum(map(len, x_batches)), sum(map(len, y_batches))
+    if max(n_x, n_y) > len(mu_x) or mu_x.shape != mu_y.shape:
+        return frechet_distance(mu_x, sigma_x, mu_y, sigma_y)
+    x, y = (np.concatenate(b).astype(np.float64) for b in (x_batches, y_batches))
+    singular_values = np.linalg.svd((x - mu_x) @ (y - mu_y).T, compute_uv=False)
+    return float(np.sum(np.square(mu_x - mu_y)) + np.trace(sigma_x) + np.trace(sigma_y)
+                 - 2.0 * np.sum(singular_values) / np.sqrt((n_x - 1) * (n_y - 1)))
+
+
 # --- FID's own noise: its spread at the sample size, and what a collapsed generator scores --
 def fid_spread(real_features, fake_features, rounds=20, seed=0):
     """FID's sampling spread: its standard deviation over `rounds` bootstraps of both feature sets
@@ -114,10 +132,10 @@ def fid_spread(real_features, fake_features, rounds=20, seed=0):
     rng = np.random.default_rng(seed)
     real, fake = np.concatenate(real_features), np.concatenate(fake_features)
 
-    def resampled(x):  # statistics of len(x) rows drawn with replacement, 1000 at a time
+    def resampled(x):  # len(x) rows drawn with replacement, in batches of 1000
         rows = rng.integers(len(x), size=len(x))
-        return feature_statistics(x[rows[i:i + 1000]] for i in range(0, len(x), 1000))
-    return float(np.std([frechet_distance(*resampled(real), *resampled(fake))
+        return [x[rows[i:i + 1000]] for i in range(0, len(x), 1000)]
+    return float(np.std([feature_distance(resampled(real), resampled(fake))
                          for _ in range(rounds)], ddof=1))
 
 
@@ -127,7 +145,7 @@ def fid_scores(key, real_features, fake_features, floor):
     tr(Sigma_real), the FID of one point at the real mean, the least any fully collapsed
     generator scores; key_diversity, tr(Sigma_gen) / tr(Sigma_real)."""
     (mu, sigma), fake = feature_statistics(real_features), feature_statistics(fake_features)
-    return {key: frechet_distance(mu, sigma, *fake),
+    return {key: feature_distance(real_features, fake_features, ((mu, sigma), fake)),
             f"{key}_spread": fid_spread(real_features, fake_features), f"{key}_floor": floor,
             f"{key}_trace": np.trace(sigma),  # diversity: None for real images all alike
             f"{key}_diversity": np.trace(fake[1]) / np.trace(sigma) if np.trace(sigma) else None}
@@ -692,7 +710,7 @@ def real_reference(stage, features_fn, num_samples, log, real_images, natural):
     second = stage_features(stage + ", second set", features_fn, num_samples, log, images)
     if len(set(seen)) < len(seen):
         return real, f"not measured: the data has fewer than {2 * num_samples:,} images"
-    return real, frechet_distance(*feature_statistics(real), *feature_statistics(second))
+    return real, feature_distance(real, second)
 
 
 def idgan_scores(generator, encoder, runs, reference, network, classifier_path, num_samples,

@@ -20,6 +20,7 @@ import json  # noqa: E402
 import queue  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import types  # noqa: E402
 
 import keras  # noqa: E402
@@ -65,13 +66,19 @@ for request in sys.stdin:
     print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
 """
 _IDLE_SERVERS = {}  # environment -> queue.Queue of idle servers started in it
+_KEPT_ENVIRONMENTS = 2  # idle servers of older environments end (each holds TensorFlow)
+_SERVERS_LOCK = threading.Lock()  # run_scripts calls from two threads
 
 
 def _forked_run(script, args, cwd, env, timeout):
     """One run of script (a path in the repository) with args on an idle server for env."""
     env = dict(os.environ if env is None else env)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    idle = _IDLE_SERVERS.setdefault(tuple(sorted(env.items())), queue.Queue())
+    key = tuple(sorted(env.items()))
+    with _SERVERS_LOCK:
+        idle = _IDLE_SERVERS[key] = _IDLE_SERVERS.pop(key, None) or queue.Queue()  # newest last
+        for old in list(_IDLE_SERVERS)[:-_KEPT_ENVIRONMENTS]:
+            _close(_IDLE_SERVERS.pop(old))
     try:
         server = idle.get_nowait()
     except queue.Empty:
@@ -106,12 +113,16 @@ def run_scripts(runs, cwd=None, env=None, timeout=300):
         return list(pool.map(lambda run: _forked_run(*run, cwd, env, timeout), runs))
 
 
+def _close(idle):
+    while not idle.empty():  # each server ends at the end of its input
+        server = idle.get()
+        server.stdin.close()
+        server.wait(timeout=60)
+
+
 def pytest_sessionfinish(session):
-    for idle in _IDLE_SERVERS.values():  # each server ends at the end of its input
-        while not idle.empty():
-            server = idle.get()
-            server.stdin.close()
-            server.wait(timeout=60)
+    for idle in list(_IDLE_SERVERS.values()):
+        _close(idle)
 
 
 def script_command(script, *args):

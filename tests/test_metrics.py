@@ -107,6 +107,20 @@ def test_frechet_distance_matches_scipy_sqrtm(d):
     assert abs(metrics.frechet_distance(mu1, sigma1, mu1, sigma1)) < 1e-8 * np.trace(sigma1)
 
 
+@pytest.mark.parametrize("n_x, n_y", [(5, 9), (9, 5), (24, 24)])
+def test_feature_distance_of_few_wide_samples_equals_the_covariances_route(n_x, n_y):
+    """With no more samples than dimensions, feature_distance goes through the samples' cross
+    product (an SVD); it must equal scipy's sqrtm route on the same statistics."""
+    rng = np.random.default_rng(n_x)
+    x = [rng.normal(size=(n_x - 2, 24)), rng.normal(size=(2, 24))]  # two batches
+    y = [rng.normal(1.0, 2.0, size=(n_y, 24)) @ rng.normal(size=(24, 24))]
+    stats = [metrics.feature_statistics(batches) for batches in (x, y)]
+    expected = scipy_frechet(*stats[0], *stats[1])
+    assert metrics.feature_distance(x, y) == pytest.approx(expected, rel=1e-8)  # sqrtm: singular
+    assert metrics.feature_distance(x, y, stats) == pytest.approx(expected, rel=1e-8)
+    assert abs(metrics.feature_distance(x, x)) < 1e-9 * np.trace(stats[0][1])
+
+
 def test_frechet_distance_of_isotropic_gaussians():
     d, rng = 32, np.random.default_rng(1)
     m1, m2, s1, s2 = rng.normal(size=d), rng.normal(size=d), 0.7, 1.9
